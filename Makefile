@@ -1,0 +1,50 @@
+# Quick start: `make train`, then `make test`. Every target installs into .venv first if needed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+ARGS   ?=
+
+export WANDB_SILENT ?= true
+
+.PHONY: install train eval test test-slow lint format benchmark benchmark-train clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned, so pip never chooses a (multi-GB CUDA) build by itself
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)  ## train the embedded default (digits); pass overrides with ARGS="..."
+	$(PY) -m project.train $(ARGS)
+
+eval: $(STAMP)   ## make eval ARGS="ckpt_path=PATH"
+	$(PY) -m project.eval $(ARGS)
+
+test: $(STAMP)   ## the default suite (no slow, no gpu)
+	WANDB_MODE=offline $(PY) -m pytest $(ARGS)
+
+test-slow: $(STAMP)
+	WANDB_MODE=offline $(PY) -m pytest -m slow $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format src tests benchmarks
+
+benchmark: $(STAMP)  ## inference engines vs eager on the newest run's best checkpoint
+	$(PY) benchmarks/inference_speed.py $(ARGS)
+
+benchmark-train: $(STAMP)  ## plain fp32 loop vs the project's Trainer path vs the data path
+	$(PY) benchmarks/train_speed.py $(ARGS)
+
+clean:
+	rm -rf logs multirun outputs .pytest_cache .ruff_cache

@@ -1,0 +1,40 @@
+"""`python -m project.eval ckpt_path=PATH`: test a checkpoint on the test split, with the same numbers
+as the training run printed."""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from project import run
+from project.config import UserError, config_dir, exit_on_user_error
+from project.models.classifier import ClassifierModule
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    run.load_checkpoint_file(cfg.get("ckpt_path"))  # fails with one clear line before anything heavy
+    if cfg.get("seed") is not None:
+        import lightning as L
+
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = ClassifierModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    trainer = run.build_trainer(cfg)
+    run.log_config(trainer, cfg)
+    trainer.test(model, datamodule=datamodule)
+    return {"metrics": run.metrics_dict(trainer.callback_metrics), "best_checkpoint": None}
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        result = evaluate(cfg)
+    except UserError as err:
+        exit_on_user_error(err)
+    run.report(result, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The run logic every entry point shares: build objects from the config, seed, log, train/test, finish."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import rich
+import rich.syntax
+import rich.table
+import rich.tree
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from project.config import UserError
+
+log = logging.getLogger(__name__)
+
+TREE_ORDER = ("data", "model", "callbacks", "logger", "trainer", "deploy", "paths", "extras")
+
+
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> None:
+    """Print the composed config as a tree (main groups first) and save it beside the run's outputs."""
+    tree = rich.tree.Tree("CONFIG", style="bold")
+    keys = [k for k in TREE_ORDER if k in cfg] + [k for k in cfg if k not in TREE_ORDER]
+    for key in keys:
+        node = cfg[key]
+        text = OmegaConf.to_yaml(node, resolve=False) if isinstance(node, DictConfig) else str(node)
+        tree.add(str(key), style="dim").add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        Path(save_to).mkdir(parents=True, exist_ok=True)
+        with open(Path(save_to) / "config_tree.log", "w") as f:
+            rich.print(tree, file=f)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """A config group of named `_target_` nodes (callbacks, loggers) → the objects; nulls skipped."""
+    if not group:
+        return []
+    return [
+        instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node
+    ]
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **kwargs)
+
+
+def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """The whole resolved config as nested hyper-parameters in every logger."""
+    params = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params)
+
+
+def metrics_dict(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    return path or None
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then test the best checkpoint. Returns the metrics and where things were written."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model: L.LightningModule = instantiate(cfg.model)
+    trainer = build_trainer(cfg)
+    log_config(trainer, cfg)
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    metrics = metrics_dict(trainer.callback_metrics)
+
+    best = best_checkpoint(trainer)
+    if cfg.get("test", True):
+        if best is None:
+            log.warning(
+                "No best checkpoint (checkpointing off or fast_dev_run): testing the current weights."
+            )
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True if best else None)
+        metrics.update(metrics_dict(trainer.callback_metrics))
+    return {"metrics": metrics, "best_checkpoint": best, "trainer": trainer}
+
+
+def load_checkpoint_file(path: str | None) -> dict[str, Any]:
+    """Open a Lightning checkpoint safely (`weights_only=True`), or say plainly why not."""
+    if not path:
+        raise UserError("ckpt_path is required: pass ckpt_path=PATH/TO/checkpoint.ckpt")
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"checkpoint not found: {file} (give the path of an existing .ckpt file)")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(
+            f"{file} is not a readable checkpoint ({type(exc).__name__}); pass a .ckpt written by training"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(
+            f"{file} is not a Lightning checkpoint (no state_dict); pass a .ckpt written by training"
+        )
+    return checkpoint
+
+
+def report(result: dict[str, Any], output_dir: str) -> None:
+    """The last lines of a run: its metrics and where everything is."""
+    table = rich.table.Table(title="results", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in sorted(result["metrics"].items()):
+        if key.startswith(("test/", "val/")):
+            table.add_row(key, f"{value:.4f}")
+    rich.print(table)
+    if result.get("best_checkpoint"):
+        rich.print(f"best checkpoint: {result['best_checkpoint']}")
+    rich.print(f"run folder: {output_dir}")
