@@ -42,9 +42,7 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     """A config group of named `_target_` nodes (callbacks, loggers) → the objects; nulls skipped."""
     if not group:
         return []
-    return [
-        instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node
-    ]
+    return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
 
 
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
@@ -86,9 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = best_checkpoint(trainer)
     if cfg.get("test", True):
         if best is None:
-            log.warning(
-                "No best checkpoint (checkpointing off or fast_dev_run): testing the current weights."
-            )
+            log.warning("No best checkpoint (checkpointing off or fast_dev_run): testing the current weights.")
         trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True if best else None)
         metrics.update(metrics_dict(trainer.callback_metrics))
     return {"metrics": metrics, "best_checkpoint": best, "trainer": trainer}
@@ -108,9 +104,7 @@ def load_checkpoint_file(path: str | None) -> dict[str, Any]:
             f"{file} is not a readable checkpoint ({type(exc).__name__}); pass a .ckpt written by training"
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(
-            f"{file} is not a Lightning checkpoint (no state_dict); pass a .ckpt written by training"
-        )
+        raise UserError(f"{file} is not a Lightning checkpoint (no state_dict); pass a .ckpt written by training")
     return checkpoint
 
 

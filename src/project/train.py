@@ -23,9 +23,7 @@ def main(cfg: DictConfig) -> float | None:
     objective = cfg.get("optimized_metric")
     if objective:
         if objective not in result["metrics"]:
-            raise KeyError(
-                f"optimized_metric={objective!r} was not logged; have: {sorted(result['metrics'])}"
-            )
+            raise KeyError(f"optimized_metric={objective!r} was not logged; have: {sorted(result['metrics'])}")
         return result["metrics"][objective]
     return None
 

@@ -1,0 +1,202 @@
+"""The deploy bundle: a self-describing folder an application loads to get predictions.
+
+deploy/
+  bundle.json          format, chosen engine, engines in fallback order (backend specs + files)
+  model.json           the network's `_target_` config
+  weights.safetensors  eager fp32 weights (tensors only: nothing to unpickle)
+  preprocessing.json   input size, channels, value range, mean/std
+  classes.json         class names
+  versions.json        what it was built with
+  benchmark.json       the post-fit benchmark (when there is one)
+  engines/<name>/...   each engine's own files
+  manifest.json        sha256 of every file above; checked on load
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import platform
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from project.config import UserError
+from project.deploy.backends import Backend, Engine, backend_from_spec
+from project.deploy.checkpoint import build_net
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class BundleError(UserError):
+    """The bundle is missing, incomplete or has been changed since it was written."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of torch and of every inference library that is importable here."""
+    from importlib import metadata
+
+    import project
+
+    versions = {
+        "python": platform.python_version(),
+        "project": project.__version__,
+        "torch": torch.__version__,
+    }
+    for dist in ("onnxruntime", "openvino", "torch-tensorrt", "tensorrt", "onnx", "lightning"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[dist] = metadata.version(dist)
+    return versions
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_bundle(
+    directory: str | Path,
+    net: nn.Module,
+    net_config: dict[str, Any],
+    input_spec: dict[str, Any],
+    engines: list[tuple[Backend, Engine]] = (),
+    benchmark: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bundle. `engines` come in preference order (the chosen one first); eager fp32 is always
+    the last resort, so the bundle loads on any machine. Written to a temporary folder first, then
+    moved into place, so a failure never leaves half a bundle."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, tmp / "weights.safetensors")
+    _write_json(tmp / "model.json", {"net": net_config})
+    spec = {k: v for k, v in input_spec.items() if k != "class_names"}
+    _write_json(tmp / "preprocessing.json", spec)
+    _write_json(tmp / "classes.json", list(input_spec.get("class_names") or []))
+    _write_json(tmp / "versions.json", library_versions())
+    if benchmark is not None:
+        _write_json(tmp / "benchmark.json", benchmark)
+
+    records = []
+    for backend, engine in engines:
+        engine_dir = tmp / "engines" / backend.name
+        engine_dir.mkdir(parents=True, exist_ok=True)
+        files = backend.save(engine, engine_dir)
+        records.append({**backend.spec, "files": [f"engines/{backend.name}/{f}" for f in files]})
+    _write_json(
+        tmp / "bundle.json",
+        {
+            "format": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "chosen": records[0]["name"] if records else "eager",
+            "engines": records,
+        },
+    )
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    _write_json(tmp / MANIFEST, {"files": {p.relative_to(tmp).as_posix(): sha256(p) for p in files}})
+
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
+def verify_manifest(directory: Path) -> dict[str, str]:
+    """Every file listed must exist with the same sha256; refuse the bundle otherwise."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{directory} has no {MANIFEST}: not a deploy bundle (expected <run>/deploy)")
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except (ValueError, KeyError) as exc:
+        raise BundleError(f"{manifest_path} is unreadable ({exc}); rebuild the bundle") from None
+    for rel, expected in files.items():
+        path = directory / rel
+        if not path.is_file():
+            raise BundleError(f"bundle file missing: {rel} (listed in {manifest_path}); rebuild the bundle")
+        if sha256(path) != expected:
+            raise BundleError(f"bundle file changed since it was written: {rel} (sha256 mismatch); rebuild it")
+    return files
+
+
+@dataclass
+class Bundle:
+    """A verified bundle on disk; `engine()` loads the preferred engine that works on this machine."""
+
+    directory: Path
+    info: dict[str, Any]
+    net_config: dict[str, Any]
+    preprocessing: dict[str, Any]
+    class_names: list[str]
+    benchmark: dict[str, Any] | None = None
+    _net: nn.Module | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Bundle:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise BundleError(f"bundle not found: {directory} (pass the deploy/ folder of a training run)")
+        verify_manifest(directory)
+
+        def read(name: str) -> Any:
+            return json.loads((directory / name).read_text())
+
+        return cls(
+            directory=directory,
+            info=read("bundle.json"),
+            net_config=read("model.json")["net"],
+            preprocessing=read("preprocessing.json"),
+            class_names=read("classes.json"),
+            benchmark=read("benchmark.json") if (directory / "benchmark.json").is_file() else None,
+        )
+
+    def net(self) -> nn.Module:
+        """The eager fp32 network with the bundle's weights (built once)."""
+        if self._net is None:
+            net = build_net(self.net_config)
+            net.load_state_dict(load_file(self.directory / "weights.safetensors"))
+            self._net = net.float().eval()
+        return self._net
+
+    def engine(self, backend: str | None = None) -> tuple[str, Engine]:
+        """Load `backend` (default: the chosen one), falling back along the bundle's list, then to eager
+        fp32. Says once which engine it fell back to and why."""
+        records = list(self.info.get("engines", []))
+        if backend is not None:
+            wanted = [r for r in records if r["name"] == backend]
+            if not wanted and backend != "eager":
+                raise BundleError(f"bundle has no engine {backend!r}; it has {[r['name'] for r in records]} and eager")
+            records = wanted + [r for r in records if r["name"] != backend]
+        failures = []
+        for record in records:
+            try:
+                engine = backend_from_spec(record).load(self.directory / "engines" / record["name"], self.net())
+            except Exception as exc:
+                failures.append(f"{record['name']}: {type(exc).__name__}: {exc}")
+                continue
+            if failures:
+                log.warning("engine fallback to %s (%s)", record["name"], "; ".join(failures))
+            return record["name"], engine
+        if failures:
+            log.warning("engine fallback to eager fp32 (%s)", "; ".join(failures))
+        return "eager", backend_from_spec({"kind": "eager"}).build(self.net(), torch.empty(0), 0)

@@ -1,0 +1,53 @@
+"""From a Lightning checkpoint to the bare eager network, with nothing unpickled but tensors and data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from project.config import UserError
+
+# A bundle's model config names the class to build; only these packages may be named, so a tampered
+# or foreign config cannot make `instantiate` run arbitrary code.
+ALLOWED_TARGET_PREFIXES = ("project.", "torch.nn.")
+
+
+def build_net(net_config: Mapping[str, Any]) -> nn.Module:
+    """Instantiate a network from its `_target_` mapping (allow-listed packages only)."""
+    target = str(net_config.get("_target_", ""))
+    if not target.startswith(ALLOWED_TARGET_PREFIXES):
+        raise UserError(f"refusing to build network {target!r}: only {ALLOWED_TARGET_PREFIXES} targets are allowed")
+    return instantiate(dict(net_config))
+
+
+def net_state_dict(module_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """LightningModule state dict → the inner net's, without `net.` and torch.compile's `_orig_mod.`."""
+    out = {}
+    for key, value in module_state.items():
+        if not key.startswith("net."):
+            continue  # metrics, criterion buffers
+        out[key.removeprefix("net.").replace("_orig_mod.", "")] = value
+    return out
+
+
+def load_net(checkpoint_path: str | Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """The eval-mode fp32 network of a checkpoint, its config mapping and its input spec."""
+    from project.run import load_checkpoint_file
+
+    checkpoint = load_checkpoint_file(str(checkpoint_path))
+    hparams = checkpoint.get("hyper_parameters", {})
+    net_config = hparams.get("net")
+    if not isinstance(net_config, Mapping):
+        raise UserError(f"{checkpoint_path} does not record its network config (hyper_parameters.net)")
+    net = build_net(net_config)
+    net.load_state_dict(net_state_dict(checkpoint["state_dict"]))
+    net = net.float().eval().to(memory_format=torch.contiguous_format)
+    input_spec = checkpoint.get("input_spec")
+    if not isinstance(input_spec, Mapping):
+        raise UserError(f"{checkpoint_path} has no input_spec (was it written by project.train?)")
+    return net, dict(net_config), dict(input_spec)
