@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ import rich.table
 import rich.tree
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from project.config import UserError
@@ -48,6 +50,8 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:  # LearningRateMonitor refuses to run without a logger: drop it rather than fail
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **kwargs)
 
 
@@ -108,15 +112,19 @@ def load_checkpoint_file(path: str | None) -> dict[str, Any]:
     return checkpoint
 
 
-def report(result: dict[str, Any], output_dir: str) -> None:
-    """The last lines of a run: its metrics and where everything is."""
-    table = rich.table.Table(title="results", show_header=True)
+def report(result: dict[str, Any], output_dir: str | Path) -> None:
+    """The last lines of a run: its metrics (also saved as metrics.json) and where everything is."""
+    table = rich.table.Table(title="results")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in sorted(result["metrics"].items()):
         if key.startswith(("test/", "val/")):
             table.add_row(key, f"{value:.4f}")
     rich.print(table)
+    summary = {"metrics": result["metrics"], "best_checkpoint": result.get("best_checkpoint")}
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # plain print: paths must stay on one line whatever the terminal width
     if result.get("best_checkpoint"):
-        rich.print(f"best checkpoint: {result['best_checkpoint']}")
-    rich.print(f"run folder: {output_dir}")
+        print(f"best checkpoint: {result['best_checkpoint']}")
+    print(f"run folder: {output_dir}")

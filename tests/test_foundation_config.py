@@ -1,0 +1,52 @@
+"""Config composition: every experiment and debug preset composes and instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from project.config import config_dir
+from project.run import build_trainer
+
+CONF = Path(config_dir())
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+DEBUG_MODES = sorted(p.stem for p in (CONF / "debug").glob("*.yaml"))
+
+
+def test_config_groups_present() -> None:
+    for group in ("data", "model", "trainer", "callbacks", "logger", "paths", "hydra", "experiment", "debug"):
+        assert (CONF / group).is_dir(), group
+
+
+def test_default_config_has_top_level_keys(compose_cfg) -> None:
+    cfg = compose_cfg("train")
+    for key in ("seed", "tags", "ckpt_path", "test", "train", "data", "model", "trainer", "callbacks", "logger"):
+        assert key in cfg, key
+    assert cfg.model.optimizer._partial_ is True
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(compose_cfg, experiment: str) -> None:
+    cfg = compose_cfg("train", [f"+experiment={experiment}"])
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    assert isinstance(datamodule, L.LightningDataModule)
+    assert isinstance(model, L.LightningModule)
+    assert isinstance(model.net, torch.nn.Module)
+
+
+@pytest.mark.parametrize("mode", DEBUG_MODES)
+def test_every_debug_mode_builds_a_trainer(compose_cfg, mode: str) -> None:
+    cfg = compose_cfg("train", [f"debug={mode}"])
+    trainer = build_trainer(cfg)
+    assert isinstance(trainer, L.Trainer)
+
+
+def test_eval_config_composes(compose_cfg) -> None:
+    cfg = compose_cfg("eval", ["ckpt_path=/some/where.ckpt"])
+    assert cfg.ckpt_path == "/some/where.ckpt"
+    assert "data" in cfg and "trainer" in cfg
