@@ -1,0 +1,193 @@
+"""A LightningDataModule over a data set held whole as uint8 tensors, batched and augmented on device.
+
+A new data set subclasses `TensorImageDataModule` and implements `load_arrays`, plus a config file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from project.config import plain
+from project.data.augment import BatchAugment, normalize
+
+
+class TensorBatchLoader:
+    """Yields (uint8 images, int64 labels) batches by indexing one tensor; shards across ranks.
+
+    Each pass reshuffles with `seed + epoch`, so runs are reproducible and every rank of a
+    distributed job sees a disjoint share of the same permutation.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.images)
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=gen)
+        else:
+            order = torch.arange(n)
+        if self.world_size > 1:
+            per_rank = -(-n // self.world_size)  # pad by wrapping so every rank has the same count
+            order = torch.cat([order, order[: per_rank * self.world_size - n]])[self.rank :: self.world_size]
+        return order.to(self.images.device)
+
+    def __len__(self) -> int:
+        n = -(-len(self.images) // self.world_size)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._indices()
+        self.epoch += 1
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+class TensorImageDataModule(L.LightningDataModule):
+    """Train/val/test splits as uint8 N×C×H×W tensors; augmentation and normalisation per batch on device."""
+
+    class_names: Sequence[str] = ()
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        val_size: int = 5000,
+        train_subset: int | None = None,
+        split_seed: int = 0,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+        augment: dict[str, Any] | None = None,
+        channels_last: bool = False,
+        data_on_device: bool = True,
+    ) -> None:
+        super().__init__()
+        augment = plain(augment) or {}
+        # plain containers only: the checkpoint must load with weights_only=True
+        self.save_hyperparameters(
+            {
+                "batch_size": batch_size,
+                "eval_batch_size": eval_batch_size,
+                "val_size": val_size,
+                "train_subset": train_subset,
+                "split_seed": split_seed,
+                "mean": [float(m) for m in mean],
+                "std": [float(s) for s in std],
+                "augment": augment,
+                "channels_last": channels_last,
+                "data_on_device": data_on_device,
+            },
+            logger=False,
+        )
+        self.augment = BatchAugment(**augment)
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # --- what a data set implements -------------------------------------------------------------
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return train images, train labels, test images, test labels (uint8 N×C×H×W, int labels)."""
+        raise NotImplementedError
+
+    # --- shared machinery -----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        train_x, train_y, test_x, test_y = self.load_arrays()
+        n_val = self.hparams.val_size
+        if not 0 < n_val < len(train_x):
+            raise ValueError(f"data.val_size={n_val} must be between 1 and {len(train_x) - 1}")
+        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.hparams.split_seed))
+        val_idx, train_idx = order[:n_val].numpy(), order[n_val:].numpy()
+        if self.hparams.train_subset:
+            train_idx = train_idx[: self.hparams.train_subset]
+
+        def as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8)), torch.from_numpy(
+                np.asarray(y, dtype=np.int64)
+            )
+
+        self.splits = {
+            "train": as_tensors(train_x[train_idx], train_y[train_idx]),
+            "val": as_tensors(train_x[val_idx], train_y[val_idx]),
+            "test": as_tensors(test_x, test_y),
+        }
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        if self.hparams.data_on_device and trainer is not None:
+            return trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _loader(self, split: str, train: bool) -> TensorBatchLoader:
+        images, labels = self.splits[split]
+        device = self._device()
+        trainer = self.trainer
+        return TensorBatchLoader(
+            images.to(device),
+            labels.to(device),
+            batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(images) > self.hparams.batch_size,
+            seed=self.hparams.split_seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None and train else 1,
+        )
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test", train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
+        return self.preprocess(images), labels
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 batch → the normalised float batch the network takes."""
+        return normalize(images, self.hparams.mean, self.hparams.std, self.hparams.channels_last)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def input_spec(self) -> dict[str, Any]:
+        """What an application must do to an image before the network sees it (saved in checkpoints)."""
+        if not self.splits:
+            self.setup()
+        _, c, h, w = self.splits["test"][0].shape
+        return {
+            "channels": int(c),
+            "height": int(h),
+            "width": int(w),
+            "value_range": [0, 255],
+            "mean": [float(m) for m in self.hparams.mean],
+            "std": [float(s) for s in self.hparams.std],
+            "class_names": list(self.class_names),
+        }
