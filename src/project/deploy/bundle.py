@@ -178,9 +178,10 @@ class Bundle:
             self._net = net.float().eval()
         return self._net
 
-    def engine(self, backend: str | None = None) -> tuple[str, Engine]:
+    def engine(self, backend: str | None = None, threads: int | None = None) -> tuple[str, Engine]:
         """Load `backend` (default: the chosen one), falling back along the bundle's list, then to eager
-        fp32. Says once which engine it fell back to and why."""
+        fp32. Says once which engine it fell back to and why. `threads` pins the engine's own thread pool
+        (`Backend.threads`; None = the library's default): a server sharing a small host sets it."""
         records = list(self.info.get("engines", []))
         if backend is not None:
             wanted = [r for r in records if r["name"] == backend]
@@ -190,7 +191,9 @@ class Bundle:
         failures = []
         for record in records:
             try:
-                engine = backend_from_spec(record).load(self.directory / "engines" / record["name"], self.net())
+                loader = backend_from_spec(record)
+                loader.threads = threads
+                engine = loader.load(self.directory / "engines" / record["name"], self.net())
             except Exception as exc:
                 failures.append(f"{record['name']}: {type(exc).__name__}: {exc}")
                 continue

@@ -1,0 +1,142 @@
+"""`python -m project.predict bundle=PATH inputs=PATH_OR_GLOB [topk=3] [output=preds.jsonl]`
+
+One JSON line per input, in input order: `{"input", "label", "index", "score", "topk"}`, or
+`{"input", "error"}` for an input that could not be read; the rest are still predicted. A summary
+(count, failures, images/s) goes to stderr and to `summary.json` in the Hydra run folder. Exit code 1
+when any input failed (`fail_on_error=false` to exit 0), 2 for a usage error (no bundle, no inputs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from project.config import UserError, config_dir, exit_on_user_error, plain
+from project.inference.preprocess import IMAGE_SUFFIXES, InvalidInput
+
+
+def resolve_inputs(spec: str | Sequence[str] | None) -> list[str]:
+    """Paths, folders (their image files) and globs → the list of files, in a stable order.
+
+    A path in a list that does not exist is kept (its line will say "file not found"); a pattern or
+    folder that yields nothing, or a lone missing path, is a usage error."""
+    if spec is None or spec == "" or spec == []:
+        raise UserError("inputs is required: pass inputs=IMAGE, inputs=FOLDER or inputs='GLOB'")
+    specs = [spec] if isinstance(spec, str | os.PathLike) else [str(s) for s in spec]
+    files: list[str] = []
+    for entry in map(str, specs):
+        expanded = os.path.expanduser(entry)
+        if glob.has_magic(expanded):
+            matches = sorted(p for p in glob.glob(expanded, recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise UserError(f"no files match {entry!r}")
+            files += matches
+        elif os.path.isdir(expanded):
+            images = sorted(str(p) for p in Path(expanded).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {entry}")
+            files += images
+        elif len(specs) == 1 and not os.path.exists(expanded):
+            raise UserError(f"input not found: {entry}")
+        else:
+            files.append(expanded)
+    return files
+
+
+@contextlib.contextmanager
+def _open_output(path: str | None) -> Iterator[IO[str]]:
+    if not path:
+        yield sys.stdout
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        yield f
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    """A rich progress bar on stderr (stdout may be the JSON lines) when it is a terminal, or a no-op."""
+    if not enabled or total < 2 or not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("predicting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    """Predict every input of `cfg.inputs` with the bundle `cfg.bundle`; return the summary."""
+    if not cfg.get("bundle"):
+        raise UserError("bundle is required: pass bundle=PATH/TO/<run>/deploy")
+    if int(cfg.topk) < 1:
+        raise UserError(f"topk must be at least 1, got {cfg.topk}")
+    files = resolve_inputs(plain(cfg.get("inputs")))
+
+    from project.inference.predictor import Predictor  # after the cheap checks: torch import is slow
+
+    predictor = Predictor.load(
+        cfg.bundle, backend=cfg.get("backend"), batch_size=int(cfg.batch_size), max_pixels=int(cfg.max_pixels)
+    )
+    failures = 0
+    start = time.perf_counter()
+    with _open_output(cfg.get("output")) as out, _progress(bool(cfg.get("progress", True)), len(files)) as bar:
+        task = bar.add_task("predict", total=len(files)) if bar is not None else None
+        results = predictor.predict_each(files, topk=int(cfg.topk))
+        for path, result in zip(files, results, strict=True):
+            if isinstance(result, InvalidInput):
+                failures += 1
+                record = {"input": path, "error": result.reason}
+            else:
+                record = {"input": path, **result.to_dict()}
+            out.write(json.dumps(record) + "\n")
+            if bar is not None:
+                bar.advance(task)
+        out.flush()
+    seconds = time.perf_counter() - start
+    return {
+        "count": len(files),
+        "failed": failures,
+        "seconds": round(seconds, 4),
+        "images_per_s": round(len(files) / seconds, 1) if seconds > 0 else None,
+        "backend": predictor.backend,
+        "bundle": str(predictor.bundle.directory) if predictor.bundle else None,
+        "output": cfg.get("output"),
+    }
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        summary = predict(cfg)
+    except UserError as err:
+        exit_on_user_error(err)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"predicted {summary['count']} input(s), {summary['failed']} failed, in {summary['seconds']:.2f} s "
+        f"({summary['images_per_s']} images/s, {summary['backend']} engine)"
+        + (f"; predictions in {summary['output']}" if summary["output"] else ""),
+        file=sys.stderr,
+    )
+    if summary["failed"] and cfg.get("fail_on_error", True):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Session fixtures of the inference tests, loaded with `pytest_plugins = ["tests.inference_fixtures"]`:
+one registration however many modules ask, so each fixture really is built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from project.data.digits import DigitsDataModule
+from tests.inference_helpers import build_bundle, train_digits
+
+
+@pytest.fixture(scope="session")
+def digits_model() -> tuple[nn.Module, DigitsDataModule]:
+    return train_digits()
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(digits_model: tuple[nn.Module, DigitsDataModule], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verified bundle of the trained net; treat it as read-only (copy it to tamper with it)."""
+    net, data = digits_model
+    return build_bundle(tmp_path_factory.mktemp("bundle") / "deploy", net, data)
