@@ -16,6 +16,8 @@ from omegaconf import DictConfig, open_dict
 
 from project.config import config_dir
 
+pytest_plugins = ["tests.inference_fixtures"]
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 

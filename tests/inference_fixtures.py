@@ -1,4 +1,4 @@
-"""Session fixtures of the inference tests, loaded with `pytest_plugins = ["tests.inference_fixtures"]`:
+"""Session fixtures of the inference tests (registered in tests/conftest.py via `pytest_plugins`):
 one registration however many modules ask, so each fixture really is built once per session."""
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from tests.conftest import read_metrics, run_cli
 from tests.inference_helpers import bomb_png, digit_samples, save_pngs
 
 # the shared fixtures (digits_model, digits_bundle): registered once, so session scope holds across files
-pytest_plugins = ["tests.inference_fixtures"]
 
 
 def deploy_folder(run: Path, tmp_path: Path) -> Path:

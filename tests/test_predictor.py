@@ -22,7 +22,6 @@ from project.inference import InvalidInput, Preprocessor
 from tests.inference_helpers import bomb_png, build_bundle, digit_samples, png_bytes, save_pngs
 
 # the shared fixtures (digits_model, digits_bundle): registered once, so session scope holds across files
-pytest_plugins = ["tests.inference_fixtures"]
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ from project.serve import build_server
 from tests.inference_helpers import bomb_png, digit_samples, png_bytes
 
 # the shared fixtures (digits_model, digits_bundle): registered once, so session scope holds across files
-pytest_plugins = ["tests.inference_fixtures"]
 
 STARTUP_TIMEOUT_S = 120  # spawning the worker imports torch; slow on a busy 2-core machine
 
