@@ -25,8 +25,36 @@ class UserError(Exception):
 
 
 def exit_on_user_error(err: UserError) -> None:
+    """A single run ends with one line and exit code 2. In a multirun the error is raised instead, so
+    Hydra records that job as failed and the sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise err
     print(f"error: {err}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def native_bf16_precision(accelerator: str = "cpu") -> str:
+    """`bf16-mixed` where the accelerator computes bf16 in hardware, else `32-true` (emulated bf16 is slower
+    than fp32). CPUs: AVX512-BF16 or AMX; CUDA: Ampere or newer. Configs use it as
+    `precision: ${bf16_if_native:${trainer.accelerator}}`."""
+    import torch
+
+    accelerator = str(accelerator).lower()
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if cuda:
+        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    elif accelerator in ("cpu", "auto"):
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    else:
+        native = False
+    return "bf16-mixed" if native else "32-true"
+
+
+# registered on import: every entry point imports this module before Hydra composes a config
+OmegaConf.register_new_resolver("bf16_if_native", native_bf16_precision, replace=True)
 
 
 def plain(value: Any) -> Any:

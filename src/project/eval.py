@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from project import run
 from project.config import UserError, config_dir, exit_on_user_error
 from project.models.classifier import ClassifierModule
+from project.tracking.wandb_setup import finish_on_exit
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -29,11 +30,12 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
-        result = evaluate(cfg)
-    except UserError as err:
-        exit_on_user_error(err)
-    run.report(result, HydraConfig.get().runtime.output_dir)
+    with finish_on_exit():  # a W&B run, if any, is finished (failed on an exception)
+        try:
+            result = evaluate(cfg)
+        except UserError as err:
+            exit_on_user_error(err)
+        run.report(result, HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import rich.table
 import rich.tree
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from project.config import UserError
@@ -47,9 +47,14 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
 
 
-def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[Callback] = (), **kwargs: Any) -> L.Trainer:
+    """The Trainer of `cfg.trainer` with the configured callbacks and loggers, the callbacks a logger brings
+    (`extra_callbacks()`, e.g. W&B's artifact and test report) and `extra_callbacks` given in code."""
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
+    for logger in loggers:
+        callbacks += list(getattr(logger, "extra_callbacks", list)())
+    callbacks += list(extra_callbacks)
     if not loggers:  # LearningRateMonitor refuses to run without a logger: drop it rather than fail
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **kwargs)
@@ -72,13 +77,16 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return path or None
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then test the best checkpoint. Returns the metrics and where things were written."""
+def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Fit, then test the best checkpoint. Returns the metrics and where things were written.
+
+    Loggers stay open afterwards (post-fit steps and the caller may still log): finish the W&B run with
+    `project.tracking.wandb_setup.finish_on_exit` around the whole job."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, extra_callbacks=extra_callbacks)
     log_config(trainer, cfg)
 
     if cfg.get("train", True):
@@ -92,6 +100,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True if best else None)
         metrics.update(metrics_dict(trainer.callback_metrics))
     return {"metrics": metrics, "best_checkpoint": best, "trainer": trainer}
+
+
+def objective_value(cfg: DictConfig, metrics: Mapping[str, float]) -> float | None:
+    """The value of `cfg.optimized_metric` that sweeps and searches optimise (None when no metric is set).
+    A metric that was not logged is an error, never a silent None."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged; have: {sorted(metrics)}")
+    return float(metrics[name])
 
 
 def load_checkpoint_file(path: str | None) -> dict[str, Any]:

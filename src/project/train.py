@@ -1,4 +1,7 @@
-"""`python -m project.train [overrides]`: fit, test the best checkpoint, then the post-fit steps."""
+"""`python -m project.train [overrides]`: fit, test the best checkpoint, then the post-fit steps.
+
+With `-m` each job is one Hydra job; a failing job is recorded (and its W&B run marked failed) while the
+sweep goes on, unless `fail_fast=true` (see `project.tracking.sweep_callback`)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from omegaconf import DictConfig
 
 from project import run
 from project.config import UserError, config_dir, exit_on_user_error
+from project.tracking.wandb_setup import finish_on_exit
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
@@ -15,17 +19,15 @@ def main(cfg: DictConfig) -> float | None:
     output_dir = HydraConfig.get().runtime.output_dir
     if cfg.extras.get("print_config", True):
         run.print_config_tree(cfg, save_to=output_dir)
-    try:
-        result = run.train(cfg)
-    except UserError as err:
-        exit_on_user_error(err)
-    run.report(result, output_dir)
-    objective = cfg.get("optimized_metric")
-    if objective:
-        if objective not in result["metrics"]:
-            raise KeyError(f"optimized_metric={objective!r} was not logged; have: {sorted(result['metrics'])}")
-        return result["metrics"][objective]
-    return None
+    # the W&B run stays open through training, testing and post-fit steps, and is finished here
+    # (failed on any exception), so the next job of a sweep starts a run of its own
+    with finish_on_exit():
+        try:
+            result = run.train(cfg)
+        except UserError as err:
+            exit_on_user_error(err)
+        run.report(result, output_dir)
+        return run.objective_value(cfg, result["metrics"])
 
 
 if __name__ == "__main__":
