@@ -50,3 +50,9 @@ def test_eval_config_composes(compose_cfg) -> None:
     cfg = compose_cfg("eval", ["ckpt_path=/some/where.ckpt"])
     assert cfg.ckpt_path == "/some/where.ckpt"
     assert "data" in cfg and "trainer" in cfg
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_eval_composes_with_every_experiment(compose_cfg, experiment: str) -> None:
+    cfg = compose_cfg("eval", ["ckpt_path=/some/where.ckpt", f"+experiment={experiment}"])
+    assert isinstance(instantiate(cfg.data), L.LightningDataModule)
