@@ -10,6 +10,8 @@ from omegaconf import DictConfig
 
 from project import run
 from project.config import UserError, config_dir, exit_on_user_error
+from project.distributed.ranks import is_rank_zero
+from project.distributed.strategy import finish_job
 from project.models.classifier import ClassifierModule
 from project.tracking.wandb_setup import finish_on_exit
 
@@ -35,7 +37,10 @@ def main(cfg: DictConfig) -> None:
             result = evaluate(cfg)
         except UserError as err:
             exit_on_user_error(err)
-        run.report(result, HydraConfig.get().runtime.output_dir)
+        finally:
+            finish_job()  # DDP: wait for the other ranks, end the process group (a no-op otherwise)
+        if is_rank_zero():  # DDP: metrics.json and the summary from rank 0 only
+            run.report(result, HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics = metrics_dict(trainer.callback_metrics)
 
-    best = best_checkpoint(trainer)
+    # DDP: every rank tests the file rank 0 chose
+    best = trainer.strategy.broadcast(best_checkpoint(trainer), src=0)
     if cfg.get("test", True):
         if best is None:
             log.warning("No best checkpoint (checkpointing off or fast_dev_run): testing the current weights.")

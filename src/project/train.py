@@ -11,13 +11,15 @@ from omegaconf import DictConfig
 
 from project import run
 from project.config import UserError, config_dir, exit_on_user_error
+from project.distributed.ranks import is_rank_zero
+from project.distributed.strategy import finish_job
 from project.tracking.wandb_setup import finish_on_exit
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     output_dir = HydraConfig.get().runtime.output_dir
-    if cfg.extras.get("print_config", True):
+    if cfg.extras.get("print_config", True) and is_rank_zero():  # DDP: one config tree, from rank 0
         run.print_config_tree(cfg, save_to=output_dir)
     # the W&B run stays open through training, testing and post-fit steps, and is finished here
     # (failed on any exception), so the next job of a sweep starts a run of its own
@@ -26,7 +28,10 @@ def main(cfg: DictConfig) -> float | None:
             result = run.train(cfg)
         except UserError as err:
             exit_on_user_error(err)
-        run.report(result, output_dir)
+        finally:
+            finish_job()  # DDP: wait for this job's other ranks, end its process group (a no-op otherwise)
+        if result["trainer"].is_global_zero:  # DDP: metrics.json and the summary from rank 0 only
+            run.report(result, output_dir)
         return run.objective_value(cfg, result["metrics"])
 
 

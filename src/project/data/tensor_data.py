@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from project.config import plain
 from project.data.augment import BatchAugment, normalize
@@ -20,7 +21,11 @@ class TensorBatchLoader:
     """Yields (uint8 images, int64 labels) batches by indexing one tensor; shards across ranks.
 
     Each pass reshuffles with `seed + epoch`, so runs are reproducible and every rank of a
-    distributed job sees a disjoint share of the same permutation.
+    distributed job sees a disjoint share of the same permutation (rank r takes every world_size-th
+    index from r). Training pads by wrapping (`pad=True`) so every rank runs the same number of steps,
+    as DDP's gradient all-reduce needs. Evaluation does not pad (`pad=False`): shards may differ by one
+    image, but no image is counted twice, and torchmetrics' cross-rank sums give exactly the
+    single-process metric.
     """
 
     def __init__(
@@ -33,13 +38,23 @@ class TensorBatchLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        pad: bool = True,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.seed, self.rank, self.world_size, self.pad = seed, rank, world_size, pad
         self.epoch = 0
+
+    def shard_size(self) -> int:
+        """How many images this rank sees per pass."""
+        n = len(self.images)
+        if self.pad:
+            return -(-n // self.world_size)
+        return len(range(self.rank, n, self.world_size))
 
     def _indices(self) -> torch.Tensor:
         n = len(self.images)
@@ -49,13 +64,15 @@ class TensorBatchLoader:
         else:
             order = torch.arange(n)
         if self.world_size > 1:
-            per_rank = -(-n // self.world_size)  # pad by wrapping so every rank has the same count
-            order = torch.cat([order, order[: per_rank * self.world_size - n]])[self.rank :: self.world_size]
+            if self.pad:  # wrap around so every rank has the same count
+                order = torch.cat([order, order[: self.shard_size() * self.world_size - n]])
+            order = order[self.rank :: self.world_size]
         return order.to(self.images.device)
 
     def __len__(self) -> int:
-        n = -(-len(self.images) // self.world_size)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n = self.shard_size()
+        # a shard smaller than one batch still trains on one (short) batch rather than on none
+        return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._indices()
@@ -139,29 +156,44 @@ class TensorImageDataModule(L.LightningDataModule):
             return trainer.strategy.root_device
         return torch.device("cpu")
 
-    def _loader(self, split: str, train: bool) -> TensorBatchLoader:
+    def _sharded(self, split: str) -> bool:
+        """Whether `split` is split across ranks: only while the Trainer runs that split's loop under DDP.
+        The same loader asked for at another time (the post-fit parity check on rank 0, a notebook) gets
+        the whole split."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return False
+        fn = trainer.state.fn
+        loops = {"train": (TrainerFn.FITTING,), "val": (TrainerFn.FITTING, TrainerFn.VALIDATING)}
+        return fn in loops.get(split, (TrainerFn.TESTING,))
+
+    def _loader(self, split: str, train: bool, shard: bool | None = None) -> TensorBatchLoader:
+        """Batches of `split` for this process. Under DDP a split is sharded across ranks (train padded to
+        equal step counts, val/test not padded, see `TensorBatchLoader`); `shard` forces it either way."""
         images, labels = self.splits[split]
         device = self._device()
         trainer = self.trainer
+        sharded = self._sharded(split) if shard is None else shard and trainer is not None
         return TensorBatchLoader(
             images.to(device),
             labels.to(device),
             batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
             shuffle=train,
-            drop_last=train and len(images) > self.hparams.batch_size,
+            drop_last=train,
             seed=self.hparams.split_seed,
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None and train else 1,
+            rank=trainer.global_rank if sharded else 0,
+            world_size=trainer.world_size if sharded else 1,
+            pad=train,
         )
 
     def train_dataloader(self) -> TensorBatchLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> TensorBatchLoader:
-        return self._loader("val", train=False)
+    def val_dataloader(self, shard: bool | None = None) -> TensorBatchLoader:
+        return self._loader("val", train=False, shard=shard)
 
-    def test_dataloader(self) -> TensorBatchLoader:
-        return self._loader("test", train=False)
+    def test_dataloader(self, shard: bool | None = None) -> TensorBatchLoader:
+        return self._loader("test", train=False, shard=shard)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
