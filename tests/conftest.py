@@ -34,6 +34,16 @@ def compose_config(name: str, tmp_path: Path, overrides: list[str] | None = None
     return cfg
 
 
+def compose_with_hydra(overrides: list[str], name: str = "train") -> DictConfig:
+    """Compose with the `hydra` node included (launcher, sweeper, callbacks), as the CLI sees it."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose(name, overrides=overrides, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     yield lambda name="train", overrides=None: compose_config(name, tmp_path, overrides)

@@ -12,8 +12,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +20,7 @@ from project.config import config_dir
 from project.data.digits import DigitsDataModule
 from project.data.tensor_data import TensorBatchLoader
 from project.distributed import ranks, relaunch, strategy
-from tests.conftest import read_metrics, run_cli, run_folder
+from tests.conftest import compose_with_hydra, read_metrics, run_cli, run_folder
 from tests.isolated_cli import run_isolated
 
 FAST = ("extras.print_config=false", "callbacks.progress_bar=null")
@@ -194,20 +192,11 @@ def test_submitit_local_tasks_become_lightning_ranks(monkeypatch: pytest.MonkeyP
 # --- configs ----------------------------------------------------------------------------------------------
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose("train", overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def test_ddp_configs_compose() -> None:
-    gpu = _compose(["trainer=ddp"]).trainer
+    gpu = compose_with_hydra(["trainer=ddp"]).trainer
     assert gpu.strategy._target_ == "project.distributed.strategy.HydraDDPStrategy"
     assert gpu.sync_batchnorm is True and gpu.num_nodes == 1 and gpu.accelerator == "gpu"
-    cpu = _compose(["trainer=ddp_cpu", "trainer.devices=3"]).trainer
+    cpu = compose_with_hydra(["trainer=ddp_cpu", "trainer.devices=3"]).trainer
     assert (cpu.accelerator, cpu.devices, cpu.sync_batchnorm, cpu.strategy.process_group_backend) == (
         "cpu",
         3,
@@ -217,7 +206,7 @@ def test_ddp_configs_compose() -> None:
 
 
 def test_slurm_launcher_follows_the_trainer() -> None:
-    cfg = _compose(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
+    cfg = compose_with_hydra(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.tasks_per_node, launcher.nodes) == (4, 2)

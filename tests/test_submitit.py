@@ -10,13 +10,9 @@ from pathlib import Path
 
 import pytest
 import submitit
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 
-from project.config import config_dir
-from tests.conftest import read_metrics
+from tests.conftest import compose_with_hydra, read_metrics
 from tests.isolated_cli import run_isolated
 
 QUICK = ("debug=limit", "deploy.enabled=false", "extras.print_config=false", "callbacks.progress_bar=null")
@@ -94,22 +90,13 @@ class _Submitted(Exception):
     """Raised instead of calling sbatch, carrying the script."""
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose("train", overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def test_slurm_preset_writes_the_expected_sbatch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def intercept(self: submitit.SlurmExecutor, command: str) -> None:
         raise _Submitted(self._make_submission_file_text(command, "uid"))
 
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # "srun is there"
     monkeypatch.setattr(submitit.SlurmExecutor, "_submit_command", intercept)
-    cfg = _compose(
+    cfg = compose_with_hydra(
         [
             "hydra/launcher=slurm",
             "hydra.launcher.partition=gpu",
