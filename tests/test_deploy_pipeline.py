@@ -15,7 +15,7 @@ from torch import nn
 
 from project.deploy.backends import BACKENDS, Backend, Engine
 from project.deploy.bundle import Bundle
-from project.deploy.pipeline import DeploySettings, choose, run_pipeline
+from project.deploy.pipeline import DeploySettings, bundle_order, choose, run_pipeline
 from project.deploy.synthetic import synthetic_parity_data
 from project.models.nets import DigitsCNN
 
@@ -142,9 +142,10 @@ def test_pipeline_records_failures_never_chooses_a_wrong_engine_and_writes_every
     assert "Chosen engine: `eager`" in md and "FAILED parity" in md and "boom" in md
     assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
 
-    # the bundle: chosen engine first, then the other passing ones; loads and verifies
+    # the bundle: chosen engine first, then a passing engine of another kind; loads and verifies
     bundle = Bundle.open(tmp_path / "deploy")
     assert [e["name"] for e in bundle.info["engines"]] == ["eager", "slow"]
+    assert report["bundle"]["engines"] == ["eager", "slow"]
     name, engine = bundle.engine()
     assert name == "eager" and engine(data.batches[0][:3]).shape == (3, 10)
     assert bundle.benchmark["chosen"] == "eager"
@@ -192,6 +193,15 @@ def test_choose_picks_the_fastest_passing_engine_for_the_objective() -> None:
     assert choose(report, "latency", [1, 64], wanted="eager")[0] == "eager"  # explicit choice, if it passed
     assert choose(report, "latency", [1, 64], wanted="broken")[0] == "low_latency"  # never a failed one
     assert choose(_report({"broken": (0.1, 9.0, "parity_failed")}), "latency", [1, 64])[0] is None
+
+
+def test_bundle_keeps_the_chosen_engine_and_fallbacks_of_other_runtimes() -> None:
+    ranked = ["openvino_bf16", "openvino_bf16_async", "onnxruntime", "openvino", "inductor_bf16", "eager"]
+    kinds = {"onnxruntime": "onnxruntime", "inductor_bf16": "inductor", "eager": "eager"}
+    report = {"backends": {n: {"kind": kinds.get(n, "openvino")} for n in ranked}}
+    assert bundle_order(report, ranked, 0) == ["openvino_bf16"]
+    assert bundle_order(report, ranked, 1) == ["openvino_bf16", "onnxruntime"]
+    assert bundle_order(report, ranked, 5) == ["openvino_bf16", "onnxruntime", "inductor_bf16"]
 
 
 def test_deploy_config_groups_compose_and_validate(compose_cfg) -> None:

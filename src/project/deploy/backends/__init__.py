@@ -1,14 +1,34 @@
-"""Backend registry: `kind` name → Backend class. A new engine is one file here plus one line below."""
+"""Backend registry: `kind` name → Backend class. A new engine is one file here plus one line below.
+
+Every backend module imports its inference library lazily, so importing the registry stays cheap and a
+missing library only makes that one backend report itself unavailable."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from project.deploy.backends.base import Backend, BackendUnavailable, Engine
 from project.deploy.backends.eager import EagerBackend
+from project.deploy.backends.inductor import InductorBackend
+from project.deploy.backends.onnxruntime import OnnxRuntimeBackend
+from project.deploy.backends.openvino import OpenVinoBackend
+from project.deploy.backends.tensorrt import TensorRtBackend
 
 BACKENDS: dict[str, type[Backend]] = {
     EagerBackend.kind: EagerBackend,
+    OnnxRuntimeBackend.kind: OnnxRuntimeBackend,
+    OpenVinoBackend.kind: OpenVinoBackend,
+    InductorBackend.kind: InductorBackend,
+    TensorRtBackend.kind: TensorRtBackend,
+}
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+# name suffixes that set an option, so a command line can say `deploy.backends=[eager_channels_last]`
+FLAGS: dict[str, dict[str, Any]] = {
+    "channels_last": {"channels_last": True},
+    "async": {"hint": "throughput"},
+    "from_onnx": {"source": "onnx"},
 }
 
 
@@ -20,4 +40,33 @@ def backend_from_spec(spec: dict[str, Any]) -> Backend:
     return BACKENDS[kind](name=spec.get("name"), precision=spec.get("precision", "fp32"), **spec.get("options", {}))
 
 
-__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "Engine", "backend_from_spec"]
+def parse_backend(entry: str | Mapping[str, Any]) -> Backend:
+    """A config entry → a backend. A string is `kind[_precision][_flag...]`, e.g. `openvino_bf16`,
+    `eager_channels_last`, `openvino_bf16_async`; a mapping is `{kind, precision, name, **options}`."""
+    if isinstance(entry, Mapping):
+        spec = dict(entry)
+        kind = spec.pop("kind", None)
+        if kind is None:
+            raise ValueError(f"backend entry {entry!r} has no `kind` (one of {sorted(BACKENDS)})")
+        return backend_from_spec(
+            {"kind": kind, "name": spec.pop("name", None), "precision": spec.pop("precision", "fp32"), "options": spec}
+        )
+    name = str(entry)
+    kind = next((k for k in sorted(BACKENDS, key=len, reverse=True) if name == k or name.startswith(k + "_")), None)
+    if kind is None:
+        raise ValueError(f"unknown backend {name!r}: expected one of {sorted(BACKENDS)}, optionally + _bf16/_fp16")
+    precision, options = "fp32", {}
+    rest = name[len(kind) + 1 :]
+    while rest:
+        token = next((t for t in (*PRECISIONS, *FLAGS) if rest == t or rest.startswith(t + "_")), None)
+        if token is None:
+            raise ValueError(f"backend {name!r}: cannot read {rest!r} (precisions {PRECISIONS}, flags {list(FLAGS)})")
+        if token in PRECISIONS:
+            precision = token
+        else:
+            options.update(FLAGS[token])
+        rest = rest[len(token) + 1 :]
+    return BACKENDS[kind](name=name, precision=precision, **options)
+
+
+__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "Engine", "backend_from_spec", "parse_backend"]

@@ -26,6 +26,9 @@ class Backend(ABC):
     """Builds, saves and loads one kind of engine. `name` is unique within a run (e.g. `openvino_bf16`)."""
 
     kind: ClassVar[str]
+    # Runtime only, never part of `spec`: the benchmark pins every engine to the same thread count for a
+    # fair comparison, while a bundle loaded on another machine should use that machine's default.
+    threads: int | None = None
 
     def __init__(self, name: str | None = None, precision: str = "fp32", **options: Any) -> None:
         self.name = name or (self.kind if precision == "fp32" else f"{self.kind}_{precision}")

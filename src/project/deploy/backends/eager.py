@@ -3,6 +3,7 @@ eager variants (channels_last memory format, bf16 autocast)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -17,8 +18,8 @@ class EagerEngine:
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.channels_last = channels_last
         self.device = next(net.parameters()).device
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        if channels_last:  # on a copy: the caller's net (e.g. a bundle's shared eager net) stays as it was
+            self.net = copy.deepcopy(self.net).to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

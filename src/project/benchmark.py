@@ -1,0 +1,133 @@
+"""`python -m project.benchmark ckpt_path=PATH [deploy=full] [deploy.backends=[...]] [deploy.batch_sizes=[...]]`:
+the post-fit step outside training. Builds every configured engine from the checkpoint's network, checks
+parity on the test split, times them against eager fp32, writes benchmark.{json,md,png} and the deploy
+bundle into the run folder.
+
+`model=NAME random_weights=true input_shape=[C,H,W]` benchmarks a network without a checkpoint (speed
+only; parity then runs on labelled synthetic data, see project.deploy.synthetic).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from project import run
+from project.config import UserError, config_dir, exit_on_user_error, plain
+from project.deploy.checkpoint import build_net, load_net
+from project.deploy.parity import ParityData, parity_from_loader
+from project.deploy.pipeline import DeploySettings, run_pipeline
+from project.deploy.synthetic import synthetic_parity_data
+
+log = logging.getLogger(__name__)
+
+
+def saved_data_config(checkpoint: Path) -> DictConfig | None:
+    """The `data` config of the run that wrote `checkpoint` (<run>/checkpoints/x.ckpt → <run>/.hydra)."""
+    for folder in (checkpoint.parent, *checkpoint.parents[:3]):
+        path = folder / ".hydra" / "config.yaml"
+        if path.is_file():
+            data = OmegaConf.load(path).get("data")
+            return data if isinstance(data, DictConfig) else None
+    return None
+
+
+def parity_data_from_config(cfg: DictConfig, input_spec: dict[str, Any], max_samples: int | None) -> ParityData | None:
+    """The test split of the configured data set (or of the checkpoint's own run), checked against the
+    checkpoint's input size; None when there is no data config to be found."""
+    if cfg.get("data") is None and cfg.get("ckpt_path"):
+        saved = saved_data_config(Path(cfg.ckpt_path))
+        if saved is not None:
+            with open_dict(cfg):
+                cfg.data = saved  # its ${paths.*} interpolations resolve against this run's paths
+            log.info("using the data config of the checkpoint's run (%s)", saved.get("_target_"))
+    if cfg.get("data") is None:
+        log.warning("no data config (pass data=NAME): parity runs on random inputs")
+        return None
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("test")
+    spec = datamodule.input_spec()
+    for key in ("channels", "height", "width"):
+        if key in input_spec and spec.get(key) != input_spec[key]:
+            raise UserError(
+                f"data config gives {key}={spec.get(key)} but the checkpoint expects {input_spec[key]}: "
+                "pass the data set the model was trained on (data=NAME)"
+            )
+    return parity_from_loader(
+        datamodule.test_dataloader(), datamodule.preprocess, max_samples, f"test split of {type(datamodule).__name__}"
+    )
+
+
+def random_weights_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any], ParityData]:
+    """`model.net` with seeded random weights, a neutral input spec, and labelled synthetic parity data."""
+    if cfg.get("model") is None or "net" not in cfg.model:
+        raise UserError("random_weights=true needs a network: pass model=NAME (a conf/model option)")
+    net_config = plain(cfg.model.net)
+    torch.manual_seed(int(cfg.get("seed") or 0))
+    net = build_net(net_config).float().eval()
+    shape = cfg.get("input_shape")
+    if shape is None:
+        if cfg.get("data") is None:
+            raise UserError("random_weights=true needs input_shape=[C,H,W] (or data=NAME to take it from)")
+        datamodule = instantiate(cfg.data)
+        spec = datamodule.input_spec()
+        shape = [spec["channels"], spec["height"], spec["width"]]
+    shape = [int(s) for s in shape]
+    classes = int(net_config.get("num_classes", 10))
+    data = synthetic_parity_data(net, tuple(shape), classes, seed=int(cfg.get("seed") or 0))
+    input_spec = {
+        "channels": shape[0],
+        "height": shape[1],
+        "width": shape[2],
+        "value_range": [0, 255],
+        "mean": [0.0] * shape[0],
+        "std": [1.0] * shape[0],
+        "class_names": [str(i) for i in range(classes)],
+    }
+    return net, net_config, input_spec, data
+
+
+def benchmark(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
+    settings = DeploySettings.from_config(cfg.get("deploy"))
+    if cfg.get("random_weights"):
+        net, net_config, input_spec, data = random_weights_model(cfg)
+        checkpoint = None
+    else:
+        checkpoint = cfg.get("ckpt_path")
+        net, net_config, input_spec = load_net(checkpoint)  # UserError with one clear line if it is wrong
+        data = parity_data_from_config(cfg, input_spec, settings.parity_max_samples)
+    loggers = run.instantiate_group(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    report = run_pipeline(
+        net, net_config, input_spec, settings, output_dir, data=data, loggers=loggers, checkpoint=checkpoint
+    )
+    for logger in loggers:
+        logger.finalize("success")
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="benchmark")
+def main(cfg: DictConfig) -> None:
+    output_dir = HydraConfig.get().runtime.output_dir
+    if cfg.extras.get("print_config", True):
+        run.print_config_tree(cfg, save_to=output_dir)
+    try:
+        report = benchmark(cfg, output_dir)
+    except UserError as err:
+        exit_on_user_error(err)
+    print(f"report: {Path(output_dir) / 'benchmark.md'}")
+    if report.get("bundle", {}).get("path"):
+        print(f"deploy bundle: {report['bundle']['path']}")
+    print(f"run folder: {output_dir}")
+
+
+if __name__ == "__main__":
+    main()

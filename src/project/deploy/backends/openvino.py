@@ -1,0 +1,132 @@
+"""OpenVINO on the CPU: the network converted with `openvino.convert_model` (from the module, or from the
+exported ONNX file), compiled for CPU and saved as OpenVINO IR (`model.xml` + `model.bin`).
+
+Precision is explicit (`INFERENCE_PRECISION_HINT`): on CPUs with AVX-512-BF16/AMX OpenVINO's own default is
+bf16, so `fp32` must be asked for. Hints: `latency` (one stream, one synchronous request: the fastest way to
+serve one batch at a time) or `throughput` (several streams; it only pays when requests overlap, so the
+engine splits a batch across an `AsyncInferQueue`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from project.deploy.backends._util import export_example, quiet_export
+from project.deploy.backends.base import Backend, BackendUnavailable, Engine
+
+XML, BIN = "model.xml", "model.bin"
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
+
+
+class OpenVinoEngine:
+    def __init__(self, model: Any, precision: str, hint: str, threads: int | None, device: str = "CPU") -> None:
+        import openvino as ov
+
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+            "PERFORMANCE_HINT": hint.upper(),
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if hint == "latency":
+            config["NUM_STREAMS"] = 1
+        self.model = model  # kept for `save`
+        self.compiled = ov.Core().compile_model(model, device, config)
+        self.request = self.compiled.create_infer_request()
+        self.queue = None
+        if hint == "throughput":
+            n = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self.queue = ov.AsyncInferQueue(self.compiled, max(1, n))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        if self.queue is None or len(array) < 2 * len(self.queue):
+            return torch.from_numpy(self.request.infer({0: array}, share_inputs=True)[0].copy())
+        return torch.from_numpy(self._overlapped(array))
+
+    def _overlapped(self, array: np.ndarray) -> np.ndarray:
+        """One slice of the batch per request, all in flight at once."""
+        n, parts = len(array), len(self.queue)
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+        out: list[np.ndarray | None] = [None] * parts
+
+        def done(request: Any, index: int) -> None:
+            out[index] = request.get_output_tensor(0).data.copy()
+
+        self.queue.set_callback(done)
+        for i in range(parts):
+            self.queue.start_async({0: array[bounds[i] : bounds[i + 1]]}, i)
+        self.queue.wait_all()
+        return np.concatenate(out)
+
+
+class OpenVinoBackend(Backend):
+    kind = "openvino"
+
+    def __init__(
+        self, name: str | None = None, precision: str = "fp32", hint: str = "latency", source: str = "module"
+    ) -> None:
+        super().__init__(name=name, precision=precision, hint=hint, source=source)
+
+    def unavailable_reason(self) -> str | None:
+        if self.precision not in PRECISIONS:
+            return f"unknown precision {self.precision!r} (fp32, bf16 or fp16)"
+        if self.options["hint"] not in ("latency", "throughput"):
+            return f"unknown hint {self.options['hint']!r} (latency or throughput)"
+        if self.options["source"] not in ("module", "onnx"):
+            return f"unknown source {self.options['source']!r} (module or onnx)"
+        if importlib.util.find_spec("openvino") is None:
+            return "openvino is not installed"
+        if self.precision in CAPABILITY:
+            import openvino as ov
+
+            capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            if CAPABILITY[self.precision] not in capabilities:
+                return f"this CPU has no native {self.precision} (OpenVINO CPU capabilities: {', '.join(capabilities)})"
+        return None
+
+    def _engine(self, model: Any) -> OpenVinoEngine:
+        return OpenVinoEngine(model, self.precision, self.options["hint"], self.threads)
+
+    def build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
+        reason = self.unavailable_reason()
+        if reason:
+            raise BackendUnavailable(reason)
+        import openvino as ov
+
+        example = export_example(example.cpu())
+        shape = ov.PartialShape([-1, *example.shape[1:]])  # dynamic batch, fixed image size
+        if self.options["source"] == "onnx":
+            from project.deploy.backends.onnxruntime import export_onnx
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model.onnx"
+                path.write_bytes(export_onnx(net, example))
+                model = ov.convert_model(path, input=[shape])
+        else:
+            with quiet_export():
+                model = ov.convert_model(net.eval(), example_input=example, input=[shape])
+        return self._engine(model)
+
+    def save(self, engine: Engine, directory: Path) -> list[str]:
+        import openvino as ov
+
+        assert isinstance(engine, OpenVinoEngine)
+        # compress_to_fp16 defaults to True: it would store fp16 weights under an fp32 engine's name
+        ov.save_model(engine.model, Path(directory) / XML, compress_to_fp16=False)
+        return [XML, BIN]
+
+    def load(self, directory: Path, net: nn.Module) -> Engine:
+        reason = self.unavailable_reason()  # e.g. a bf16 engine on a CPU without bf16: let the bundle fall back
+        if reason:
+            raise BackendUnavailable(reason)
+        import openvino as ov
+
+        return self._engine(ov.Core().read_model(Path(directory) / XML))

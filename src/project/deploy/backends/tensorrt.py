@@ -1,0 +1,99 @@
+"""Torch-TensorRT ahead of time (NVIDIA GPUs): `torch_tensorrt.compile(ir="dynamo")` over a batch range
+`Input(min_shape, opt_shape, max_shape)`, so every batch up to the largest benchmarked one (a partial last
+batch included) runs on one engine; saved with `torch_tensorrt.save` as an ExportedProgram (`model.ep`).
+
+Precision follows the model and input dtype (explicit typing): the network is cast to fp16/bf16 and the
+input spec carries that dtype; the `enabled_precisions` knob is deprecated in the dynamo path of the 2.x
+releases this project pins. Install with `pip install .[tensorrt]`. Written from the Torch-TensorRT 2.x
+documentation; it cannot run on a CPU-only machine, where it reports itself unavailable."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from project.deploy.backends.base import Backend, BackendUnavailable, Engine
+
+PROGRAM = "model.ep"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TensorRtEngine:
+    def __init__(
+        self, module: Any, dtype: torch.dtype, inputs: list[Any] | None = None, path: Path | None = None
+    ) -> None:
+        self.module, self.dtype = module, dtype
+        self.inputs = inputs  # the Input specs `torch_tensorrt.save` re-traces with (a fresh build)
+        self.path = path  # the file it was loaded from (a loaded engine is saved by copying it)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x.to("cuda", self.dtype, non_blocking=True).contiguous())
+        return out.float().cpu()  # .cpu() waits for the GPU: the call's time is the whole round trip
+
+
+class TensorRtBackend(Backend):
+    kind = "tensorrt"
+
+    def __init__(self, name: str | None = None, precision: str = "fp32", min_block_size: int = 1) -> None:
+        super().__init__(name=name, precision=precision, min_block_size=min_block_size)
+
+    def unavailable_reason(self) -> str | None:
+        if self.precision not in DTYPES:
+            return f"unknown precision {self.precision!r} (fp32, fp16 or bf16)"
+        if not torch.cuda.is_available():
+            return "no CUDA device (TensorRT runs on NVIDIA GPUs only)"
+        if importlib.util.find_spec("torch_tensorrt") is None:
+            return "torch-tensorrt is not installed (pip install '.[tensorrt]')"
+        if self.precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+            return "this GPU has no native bf16 (needs compute capability 8.0+)"
+        return None
+
+    def build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
+        reason = self.unavailable_reason()
+        if reason:
+            raise BackendUnavailable(reason)
+        import torch_tensorrt
+
+        dtype = DTYPES[self.precision]
+        image = tuple(example.shape[1:])
+        top = max(1, int(max_batch_size))
+        inputs = [
+            torch_tensorrt.Input(
+                min_shape=(1, *image), opt_shape=(top, *image), max_shape=(top, *image), dtype=dtype, name="x"
+            )
+        ]
+        model = copy.deepcopy(net).eval().to("cuda", dtype)
+        compiled = torch_tensorrt.compile(
+            model, ir="dynamo", arg_inputs=inputs, min_block_size=self.options["min_block_size"]
+        )
+        return TensorRtEngine(compiled, dtype, inputs)
+
+    def save(self, engine: Engine, directory: Path) -> list[str]:
+        import torch_tensorrt
+
+        assert isinstance(engine, TensorRtEngine)
+        path = Path(directory) / PROGRAM
+        if engine.path is not None:
+            if engine.path.resolve() != path.resolve():
+                shutil.copyfile(engine.path, path)
+            return [PROGRAM]
+        torch_tensorrt.save(
+            engine.module, str(path), output_format="exported_program", arg_inputs=engine.inputs, retrace=True
+        )
+        return [PROGRAM]
+
+    def load(self, directory: Path, net: nn.Module) -> Engine:
+        reason = self.unavailable_reason()
+        if reason:
+            raise BackendUnavailable(reason)
+        import torch_tensorrt
+
+        path = Path(directory) / PROGRAM
+        return TensorRtEngine(torch_tensorrt.load(str(path)).module(), DTYPES[self.precision], path=path)

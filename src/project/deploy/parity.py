@@ -1,0 +1,145 @@
+"""Parity: does an engine give the same answers as eager fp32 on real data?
+
+Three figures, each against the eager fp32 logits of the same images: top-1 agreement, the largest
+|logit difference|, and the change in test accuracy (points). Tolerances depend on the engine's precision:
+fp32 engines only reorder floating-point sums, so they must match tightly; bf16/fp16 round every
+activation, so logits move visibly and only the decisions (agreement, accuracy) are held tight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+Engine = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Tolerance:
+    min_top1_agreement: float = 0.999
+    max_acc_delta: float = 0.1  # accuracy points, either direction
+    atol: float = 1e-3  # logits: |engine - eager| <= atol + rtol * max|eager|
+    rtol: float = 1e-3
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> Tolerance:
+        values = dict(values or {})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown parity tolerance keys {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        return cls(**values)
+
+
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(),
+    "bf16": Tolerance(min_top1_agreement=0.995, max_acc_delta=0.3, atol=0.05, rtol=0.1),
+    "fp16": Tolerance(min_top1_agreement=0.995, max_acc_delta=0.3, atol=0.02, rtol=0.05),
+}
+
+
+@dataclass
+class ParityData:
+    """Normalised float32 CPU batches (the engine's input), their labels, and where they came from."""
+
+    batches: list[torch.Tensor]
+    labels: torch.Tensor
+    source: str
+
+    @property
+    def count(self) -> int:
+        return int(self.labels.numel())
+
+    def rebatch(self, batch_size: int) -> ParityData:
+        """The same images in chunks of `batch_size`, so the last chunk is a partial batch, as in serving."""
+        images = torch.cat(self.batches)
+        return ParityData(list(images.split(batch_size)), self.labels, self.source)
+
+
+def run_engine(engine: Engine, data: ParityData) -> torch.Tensor:
+    return torch.cat([engine(x).float() for x in data.batches])
+
+
+def compare(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor, tol: Tolerance) -> dict[str, Any]:
+    """The parity figures of `logits` against `reference`, and whether they are within `tol`."""
+    if logits.shape != reference.shape:
+        return {"passed": False, "reason": f"output shape {tuple(logits.shape)} != eager {tuple(reference.shape)}"}
+    if not torch.isfinite(logits).all():
+        return {"passed": False, "reason": "non-finite logits"}
+    diff = (logits - reference).abs()
+    agreement = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
+    ref_acc = (reference.argmax(1) == labels).float().mean().item()
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    bound = tol.atol + tol.rtol * reference.abs().max().item()
+    result = {
+        "samples": int(labels.numel()),
+        "top1_agreement": agreement,
+        "max_abs_diff": diff.max().item(),
+        "mean_abs_diff": diff.mean().item(),
+        "logit_bound": bound,
+        "reference_acc": ref_acc,
+        "acc": acc,
+        "acc_delta": (acc - ref_acc) * 100.0,
+        "tolerance": vars(tol).copy(),
+    }
+    failures = []
+    if agreement < tol.min_top1_agreement:
+        failures.append(f"top-1 agreement {agreement:.4f} < {tol.min_top1_agreement}")
+    if abs(result["acc_delta"]) > tol.max_acc_delta:
+        failures.append(f"accuracy delta {result['acc_delta']:+.2f} pts beyond ±{tol.max_acc_delta}")
+    if result["max_abs_diff"] > bound:
+        failures.append(f"max |logit diff| {result['max_abs_diff']:.3g} > {bound:.3g}")
+    result["passed"] = not failures
+    result["reason"] = "; ".join(failures) or None
+    return result
+
+
+def tolerance_for(precision: str, tolerances: Mapping[str, Tolerance]) -> Tolerance:
+    return tolerances.get(precision) or tolerances.get("bf16") or DEFAULT_TOLERANCES["bf16"]
+
+
+def check_parity(
+    engine: Engine,
+    data: ParityData,
+    reference: torch.Tensor,
+    precision: str,
+    tolerances: Mapping[str, Tolerance] = DEFAULT_TOLERANCES,
+) -> dict[str, Any]:
+    """Run `engine` over `data` and compare with the eager fp32 `reference` logits."""
+    result = compare(run_engine(engine, data), reference, data.labels, tolerance_for(precision, tolerances))
+    result["data"] = data.source
+    return result
+
+
+def tolerances_from_config(values: Mapping[str, Any] | None) -> dict[str, Tolerance]:
+    merged = dict(DEFAULT_TOLERANCES)
+    for precision, tol in (values or {}).items():
+        merged[precision] = Tolerance.from_mapping({**vars(DEFAULT_TOLERANCES.get(precision, Tolerance())), **tol})
+    return merged
+
+
+def parity_from_loader(
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    preprocess: Callable[[torch.Tensor], torch.Tensor] | None,
+    max_samples: int | None,
+    source: str,
+) -> ParityData:
+    """(images, labels) batches → float32 contiguous CPU inputs, `preprocess` applied to uint8 images."""
+    images, labels, seen = [], [], 0
+    for x, y in batches:
+        if preprocess is not None and not torch.is_floating_point(x):
+            x = preprocess(x)
+        x = x.detach().to("cpu", torch.float32).contiguous()
+        images.append(x)
+        labels.append(y.detach().cpu().long())
+        seen += len(x)
+        if max_samples and seen >= max_samples:
+            break
+    if not images:
+        raise ValueError(f"{source} yielded no batches")
+    x, y = torch.cat(images), torch.cat(labels)
+    if max_samples:
+        x, y = x[:max_samples], y[:max_samples]
+    return ParityData([x], y, source)
