@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import inspect
 import shutil
 from pathlib import Path
 from typing import Any
@@ -84,9 +85,15 @@ class TensorRtBackend(Backend):
             if engine.path.resolve() != path.resolve():
                 shutil.copyfile(engine.path, path)
             return [PROGRAM]
-        torch_tensorrt.save(
-            engine.module, str(path), output_format="exported_program", arg_inputs=engine.inputs, retrace=True
-        )
+        # `save` wants real tensors, not Input specs; the batch axis stays dynamic where this release lets
+        # `save` re-export with `dynamic_shapes`, else the compiled graph is exported as built (no retrace).
+        example = [spec.example_tensor("opt_shape").to("cuda") for spec in engine.inputs]
+        kwargs: dict[str, Any] = {"retrace": False}
+        if "dynamic_shapes" in inspect.signature(torch_tensorrt.save).parameters:
+            top = int(engine.inputs[0].shape["max_shape"][0])
+            batch = torch.export.Dim("batch", min=1, max=max(2, top))
+            kwargs = {"retrace": True, "dynamic_shapes": ({0: batch},)}
+        torch_tensorrt.save(engine.module, str(path), output_format="exported_program", arg_inputs=example, **kwargs)
         return [PROGRAM]
 
     def load(self, directory: Path, net: nn.Module) -> Engine:
