@@ -22,6 +22,7 @@ from project.data.tensor_data import TensorBatchLoader
 from project.distributed import ranks, relaunch, strategy
 from tests.conftest import compose_with_hydra, read_metrics, run_cli, run_folder
 from tests.isolated_cli import run_isolated
+from tests.wandb_offline import offline_runs
 
 FAST = ("extras.print_config=false", "callbacks.progress_bar=null")
 # the real post-fit step, eager only: its outputs must appear once, written by rank 0
@@ -256,6 +257,10 @@ def test_ddp_cpu_two_ranks_end_to_end(tmp_path: Path) -> None:
     evaluated = run_cli("eval", f"ckpt_path={best}", "extras.print_config=false", log_dir=tmp_path / "eval_logs")
     assert read_metrics(run_folder(evaluated))["metrics"]["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert metrics["test/acc"] > 0.5
+    # the W&B test report gathers both ranks' shards: its error count is the whole split's
+    (wandb_run,) = offline_runs(folder / "wandb")
+    wrong = wandb_run.summary["test/misclassified_count"]
+    assert wrong == round((1 - metrics["test/acc"]) * n_test)
 
 
 def test_ddp_cpu_jobs_inside_a_multirun(tmp_path: Path) -> None:

@@ -116,10 +116,18 @@ class WandbExtras(Callback):
         run = active_wandb_run(trainer)
         if run is None or not self._true:
             return
+        y_true, y_pred = torch.cat(self._true), torch.cat(self._pred)
+        if trainer.world_size > 1:  # DDP: each rank saw its own shard; the matrix covers the whole split
+            from torchmetrics.utilities.distributed import gather_all_tensors  # handles uneven shards
+
+            y_true = torch.cat(gather_all_tensors(y_true.to(pl_module.device))).cpu()
+            y_pred = torch.cat(gather_all_tensors(y_pred.to(pl_module.device))).cpu()
+        if not trainer.is_global_zero:
+            self._reset()
+            return
         import wandb
 
-        y_true = torch.cat(self._true).tolist()
-        y_pred = torch.cat(self._pred).tolist()
+        y_true, y_pred = y_true.tolist(), y_pred.tolist()
         names = self._class_names(trainer, max([*y_true, *y_pred]) + 1)
         mean, std = self._normalisation(trainer)
         payload: dict[str, Any] = {
