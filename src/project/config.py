@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+T = TypeVar("T")
 
 
 def config_dir() -> str:
@@ -62,3 +65,14 @@ def plain(value: Any) -> Any:
     if isinstance(value, DictConfig | ListConfig):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def dataclass_from_mapping(cls: type[T], values: Mapping[str, Any] | None, what: str) -> T:
+    """A settings dataclass from a config mapping; a misspelt key is an error naming the known ones,
+    never silently ignored."""
+    values = dict(values or {})
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; known: {known}")
+    return cls(**values)

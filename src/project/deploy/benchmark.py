@@ -14,11 +14,13 @@ import resource
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from project.config import dataclass_from_mapping
 
 Engine = Callable[[torch.Tensor], torch.Tensor]
 
@@ -35,11 +37,7 @@ class TimingSettings:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> TimingSettings:
-        values = dict(values or {})
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown deploy.timing keys {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
-        return cls(**values)
+        return dataclass_from_mapping(cls, values, "deploy.timing")
 
 
 def synchronize() -> None:

@@ -22,6 +22,7 @@ from project.config import plain
 from project.deploy.checkpoint import load_net
 from project.deploy.parity import ParityData, parity_from_loader
 from project.deploy.pipeline import DeploySettings, run_pipeline
+from project.run import best_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ class DeployCallback(Callback):
         settings = self.settings
         if not settings.enabled:
             return
-        callback = trainer.checkpoint_callback
-        checkpoint = getattr(callback, "best_model_path", "") if callback is not None else ""
+        checkpoint = best_checkpoint(trainer)
         if not checkpoint or not Path(checkpoint).is_file():
             log.warning("deploy: no best checkpoint (checkpointing off or fast_dev_run): skipping the post-fit step")
             return

@@ -9,10 +9,12 @@ activation, so logits move visibly and only the decisions (agreement, accuracy) 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from project.config import dataclass_from_mapping
 
 Engine = Callable[[torch.Tensor], torch.Tensor]
 
@@ -26,11 +28,7 @@ class Tolerance:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> Tolerance:
-        values = dict(values or {})
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown parity tolerance keys {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
-        return cls(**values)
+        return dataclass_from_mapping(cls, values, "parity tolerance")
 
 
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {

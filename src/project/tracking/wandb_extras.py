@@ -13,6 +13,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
+from project.run import best_checkpoint
+
 log = logging.getLogger(__name__)
 
 
@@ -62,7 +64,7 @@ class WandbExtras(Callback):
         if not self.log_best_model or trainer.global_rank != 0:
             return
         callback = trainer.checkpoint_callback
-        path = getattr(callback, "best_model_path", "") if callback is not None else ""
+        path = best_checkpoint(trainer)
         run = active_wandb_run(trainer)
         if run is None or not path or not Path(path).is_file():
             return
