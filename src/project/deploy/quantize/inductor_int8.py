@@ -1,0 +1,81 @@
+"""PT2E INT8 for TorchInductor on x86 CPUs, as torchao documents it: `torch.export` → `prepare_pt2e` with
+`X86InductorQuantizer` (static, per-channel weights) → calibrate → `convert_pt2e` → export again with a
+dynamic batch → AOTInductor package compiled with freezing, in which Inductor's x86 quantization passes
+(registered by torchao when the quantizer module is imported) fuse dequant→conv→quant into oneDNN int8
+kernels.
+
+PT2E quantization left `torch.ao` in torch 2.10+: on torch 2.13 it lives in `torchao.quantization.pt2e`
+(`pip install torchao`); without torchao this backend reports itself unavailable."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from project.deploy.backends._util import batch_dim, export_example, quiet_export
+from project.deploy.quantize.calibration import CalibrationSet
+
+
+def pt2e_unavailable_reason() -> str | None:
+    """None when PT2E x86 quantization can run here, else why not."""
+    if importlib.util.find_spec("torchao") is None:
+        return "PT2E quantization moved out of torch.ao in torch 2.10+: it needs torchao (pip install torchao)"
+    if not torch.backends.mkldnn.is_available():
+        return "this torch build has no oneDNN (mkldnn): Inductor has no x86 int8 kernels"
+    return None
+
+
+@contextlib.contextmanager
+def quiet_torchao() -> Iterator[None]:
+    """torchao's import logs failures to load its CUDA-only extensions and deprecation warnings on CPU."""
+    logger = logging.getLogger("torchao")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def quantize_pt2e(net: nn.Module, calibration: CalibrationSet, batch_size: int = 32) -> nn.Module:
+    """Eval-mode fp32 network → the converted (Q/DQ) graph module, calibrated on `calibration`."""
+    with quiet_torchao():
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    example = export_example(calibration.images[:2])
+    with quiet_export():
+        graph = torch.export.export(net.eval(), (example,), dynamic_shapes=({0: batch_dim()},)).module()
+    quantizer = xiq.X86InductorQuantizer()
+    # without VNNI, oneDNN's u8×s8 products go through 16-bit sums (vpmaddubsw) that saturate: 7-bit
+    # activations avoid that, as torchao's docs advise for such CPUs
+    config = xiq.get_default_x86_inductor_quantization_config(reduce_range=not torch.cpu._is_vnni_supported())
+    quantizer.set_global(config)
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for batch in calibration.batches(batch_size):
+            prepared(batch)
+    return convert_pt2e(prepared)
+
+
+def compile_pt2e_package(converted: nn.Module, example: torch.Tensor, package: Path) -> Path:
+    """The converted graph → an AOTInductor package (`.pt2`) with the int8 kernels fused in (freezing)."""
+    with torch.no_grad(), quiet_export(), quiet_torchao():
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401  registers the passes
+
+        exported = torch.export.export(
+            converted, (export_example(example),), dynamic_shapes=({0: batch_dim()},)
+        )
+        torch._inductor.aoti_compile_and_package(
+            exported, package_path=str(package), inductor_configs={"freezing": True}
+        )
+    return package

@@ -1,0 +1,149 @@
+"""INT8 engines on the trained digits model: calibration data from the train split only, each library's
+quantizer, save → reload in a real runtime session, accuracy within 1 point of eager fp32 on the test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from project.data.digits import DigitsDataModule
+from project.deploy.quantize.calibration import calibration_from_datamodule, sample_indices, synthetic_calibration
+
+MAX_DROP = 1.0  # accuracy points
+
+
+def accuracy_of(engine, data: DigitsDataModule) -> float:
+    images, labels = data.splits["test"]
+    with torch.inference_mode():
+        logits = torch.cat([engine(x) for x in data.preprocess(images).split(128)])
+    return (logits.argmax(1) == labels).float().mean().item() * 100
+
+
+@pytest.fixture(scope="module")
+def digits(digits_model):
+    net, data = digits_model
+    return net, data, accuracy_of(net, data)
+
+
+@pytest.fixture(scope="module")
+def calibration(digits_model):
+    return calibration_from_datamodule(digits_model[1], size=300, seed=0)
+
+
+def test_calibration_is_a_seeded_subset_of_the_train_split_only(digits_model) -> None:
+    _, data = digits_model
+    cal = calibration_from_datamodule(data, size=300, seed=0)
+    train_x, train_y = data.splits["train"]
+    assert cal.split == "train" and cal.size == 300
+    assert cal.indices.unique().numel() == 300 and int(cal.indices.max()) < len(train_x)
+    # exactly the evaluation transform of those train images (no augmentation), labels alongside
+    assert torch.equal(cal.images, data.preprocess(train_x[cal.indices]).contiguous())
+    assert torch.equal(cal.labels, train_y[cal.indices])
+    # reproducible, and a different seed draws different images
+    assert torch.equal(cal.indices, calibration_from_datamodule(data, 300, seed=0).indices)
+    assert not torch.equal(cal.indices, calibration_from_datamodule(data, 300, seed=1).indices)
+    # no calibration image is one of the test images (bytes compared: the splits are disjoint draws)
+    test_x = data.splits["test"][0]
+    test_rows = {bytes(row) for row in test_x.flatten(1).numpy()}
+    overlap = sum(bytes(row) in test_rows for row in train_x[cal.indices].flatten(1).numpy())
+    assert overlap <= 3, f"{overlap} calibration images equal test images"  # digits has a few exact duplicates
+    with pytest.raises(ValueError, match="never calibrated on the test split"):
+        calibration_from_datamodule(data, 300, split="test")
+    val = calibration_from_datamodule(data, 1000, split="val")
+    assert val.split == "val" and val.size == len(data.splits["val"][0])  # capped at the split size
+
+
+def test_sample_indices_are_bounded_and_sorted() -> None:
+    idx = sample_indices(50, 80, seed=3)
+    assert idx.tolist() == list(range(50))
+    idx = sample_indices(1000, 10, seed=3)
+    assert len(idx) == 10 and bool((idx[1:] > idx[:-1]).all())
+    with pytest.raises(ValueError):
+        sample_indices(10, 0, seed=0)
+
+
+def test_synthetic_calibration_is_disjoint_from_the_parity_draws() -> None:
+    from project.deploy.synthetic import prototype_images
+
+    cal = synthetic_calibration((1, 8, 8), 10, 64, seed=0)
+    parity_x, _ = prototype_images((1, 8, 8), 10, 64, seed=0, sample_seed=2)
+    assert cal.labels is not None and cal.images.shape == (64, 1, 8, 8)
+    assert not torch.allclose(cal.images, parity_x)
+
+
+@pytest.mark.parametrize("method", ["minmax", pytest.param("entropy", marks=pytest.mark.slow), "percentile"])
+def test_onnxruntime_static_int8_reloads_and_keeps_accuracy(method, digits, calibration, tmp_path: Path) -> None:
+    import onnx
+
+    from project.deploy.backends.onnxruntime import OnnxRuntimeEngine, export_onnx
+    from project.deploy.quantize.onnx_int8 import quantize_onnx
+
+    net, data, eager_acc = digits
+    fp32 = export_onnx(net, calibration.images[:2])
+    path = tmp_path / "model.onnx"
+    path.write_bytes(quantize_onnx(fp32, calibration, method=method))
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    engine = OnnxRuntimeEngine(path.read_bytes(), threads=2)
+    acc = accuracy_of(engine, data)
+    assert acc >= eager_acc - MAX_DROP, (method, acc, eager_acc)
+    assert engine(calibration.images[:1]).shape == (1, 10)  # any batch size
+
+
+def test_openvino_nncf_int8_reloads_and_keeps_accuracy(digits, calibration, tmp_path: Path) -> None:
+    import openvino as ov
+
+    from project.deploy.backends.openvino import OpenVinoEngine
+    from project.deploy.quantize.openvino_int8 import quantize_openvino
+
+    net, data, eager_acc = digits
+    model = ov.convert_model(net, example_input=calibration.images[:2], input=[ov.PartialShape([-1, 1, 8, 8])])
+    quantized = quantize_openvino(model, calibration)
+    ov.save_model(quantized, tmp_path / "model.xml", compress_to_fp16=False)
+    reloaded = ov.Core().read_model(tmp_path / "model.xml")
+    assert any(op.get_type_name() == "FakeQuantize" for op in reloaded.get_ops())
+    engine = OpenVinoEngine(reloaded, "fp32", "latency", threads=2)
+    acc = accuracy_of(engine, data)
+    assert acc >= eager_acc - MAX_DROP, (acc, eager_acc)
+
+
+def test_openvino_accuracy_control_measures_on_the_validation_split(digits, calibration) -> None:
+    import openvino as ov
+
+    from project.deploy.backends.openvino import OpenVinoEngine
+    from project.deploy.quantize.openvino_int8 import quantize_openvino, top1_accuracy
+
+    net, data, eager_acc = digits
+    validation = calibration_from_datamodule(data, 180, split="val")
+    model = ov.convert_model(net, example_input=calibration.images[:2], input=[ov.PartialShape([-1, 1, 8, 8])])
+    quantized = quantize_openvino(model, calibration, validation, max_drop=MAX_DROP)
+    engine = OpenVinoEngine(quantized, "fp32", "latency", threads=2)
+    assert accuracy_of(engine, data) >= eager_acc - MAX_DROP
+    # the validation function NNCF is given measures what it says
+    compiled = ov.Core().compile_model(quantized, "CPU")
+    items = [(x.numpy(), y.numpy()) for x, y in validation.labelled_batches(64)]
+    expected = np.mean([int(engine(torch.from_numpy(x)).argmax(1)[i] == y[i]) for x, y in items for i in range(len(y))])
+    assert top1_accuracy(compiled, items) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="validation"):
+        quantize_openvino(model, calibration, None, max_drop=MAX_DROP)
+
+
+@pytest.mark.gpu
+def test_tensorrt_modelopt_int8_keeps_accuracy(digits, calibration) -> None:
+    from project.deploy.quantize.tensorrt_int8 import compile_quantized, modelopt_unavailable_reason, quantize_modelopt
+
+    reason = modelopt_unavailable_reason("int8")
+    if reason:
+        pytest.skip(reason)
+    import torch_tensorrt
+
+    net, data, eager_acc = digits
+    quantized = quantize_modelopt(net, calibration, "int8")
+    spec = torch_tensorrt.Input(min_shape=(1, 1, 8, 8), opt_shape=(128, 1, 8, 8), max_shape=(128, 1, 8, 8))
+    compiled = compile_quantized(quantized, [spec], "int8")
+    acc = accuracy_of(lambda x: compiled(x.cuda()).float().cpu(), data)
+    assert acc >= eager_acc - MAX_DROP
+
