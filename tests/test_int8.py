@@ -146,4 +146,3 @@ def test_tensorrt_modelopt_int8_keeps_accuracy(digits, calibration) -> None:
     compiled = compile_quantized(quantized, [spec], "int8")
     acc = accuracy_of(lambda x: compiled(x.cuda()).float().cpu(), data)
     assert acc >= eager_acc - MAX_DROP
-

@@ -72,9 +72,7 @@ def compile_pt2e_package(converted: nn.Module, example: torch.Tensor, package: P
     with torch.no_grad(), quiet_export(), quiet_torchao():
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401  registers the passes
 
-        exported = torch.export.export(
-            converted, (export_example(example),), dynamic_shapes=({0: batch_dim()},)
-        )
+        exported = torch.export.export(converted, (export_example(example),), dynamic_shapes=({0: batch_dim()},))
         torch._inductor.aoti_compile_and_package(
             exported, package_path=str(package), inductor_configs={"freezing": True}
         )

@@ -38,11 +38,14 @@ def modelopt_unavailable_reason(precision: str) -> str | None:
             return f"{package} is not installed (pip install '.[tensorrt]' nvidia-modelopt)"
     needed = FORMATS[precision][2]
     if torch.cuda.get_device_capability() < needed:
-        return f"{precision} needs compute capability {needed[0]}.{needed[1]}+ (this GPU: {torch.cuda.get_device_name()})"
+        gpu = torch.cuda.get_device_name()
+        return f"{precision} needs compute capability {needed[0]}.{needed[1]}+ (this GPU: {gpu})"
     return None
 
 
-def quantize_modelopt(net: nn.Module, calibration: CalibrationSet, precision: str = "int8", batch_size: int = 32) -> Any:
+def quantize_modelopt(
+    net: nn.Module, calibration: CalibrationSet, precision: str = "int8", batch_size: int = 32
+) -> Any:
     """A CUDA copy of `net` with ModelOpt Q/DQ wrappers calibrated on `calibration` (fp32 weights)."""
     import modelopt.torch.quantization as mtq
 
