@@ -91,7 +91,7 @@ def _bench(chosen: str, latency_b1: float, throughput_b256: float) -> dict:
 BENCH_NESTED = _bench("onnxruntime", 1.0, 900.0)
 BENCH_LIST = _bench("eager", 2.0, 2100.0)
 
-# the post-fit step's own layout (project.deploy.benchmark), trimmed
+# the post-fit step's own layout (project.deploy.results.BenchmarkReport), trimmed
 BENCH_DEPLOY = {
     "format": 1,
     "settings": {"backend": "auto", "batch_sizes": [1, 256]},
