@@ -24,6 +24,7 @@ from project.config import UserError, config_dir, exits_on_user_error, plain
 from project.deploy.checkpoint import build_net, load_net
 from project.deploy.parity import ParityData, parity_from_loader
 from project.deploy.pipeline import run_pipeline
+from project.deploy.quantize.calibration import quantization_from_datamodule, synthetic_quantization
 from project.deploy.results import BenchmarkReport
 from project.deploy.settings import DeploySettings
 from project.deploy.synthetic import synthetic_parity_data
@@ -96,6 +97,19 @@ def random_weights_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict[str, An
     return net, net_config, input_spec, data
 
 
+def quantization_data(cfg: DictConfig, settings: DeploySettings, input_spec: dict[str, Any]) -> Any:
+    """Calibration images for int8 engines: synthetic for random weights, else the data set's train split
+    (None when no engine is quantized or there is no data config)."""
+    if not settings.wants_quantization:
+        return None
+    if cfg.get("random_weights"):
+        shape = (int(input_spec["channels"]), int(input_spec["height"]), int(input_spec["width"]))
+        return synthetic_quantization(shape, len(input_spec["class_names"]), settings.int8)
+    if cfg.get("data") is None:
+        return None
+    return quantization_from_datamodule(instantiate(cfg.data), settings.int8)
+
+
 def benchmark(cfg: DictConfig, output_dir: str) -> BenchmarkReport:
     settings = DeploySettings.from_config(cfg.get("deploy"))
     if cfg.get("random_weights"):
@@ -105,11 +119,20 @@ def benchmark(cfg: DictConfig, output_dir: str) -> BenchmarkReport:
         checkpoint = cfg.get("ckpt_path")
         net, net_config, input_spec = load_net(checkpoint)  # UserError with one clear line if it is wrong
         data = parity_data_from_config(cfg, input_spec, settings.parity_max_samples)
+    quantization = quantization_data(cfg, settings, input_spec)
     loggers = run.instantiate_group(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     report = run_pipeline(
-        net, net_config, input_spec, settings, output_dir, data=data, loggers=loggers, checkpoint=checkpoint
+        net,
+        net_config,
+        input_spec,
+        settings,
+        output_dir,
+        data=data,
+        loggers=loggers,
+        checkpoint=checkpoint,
+        quantization=quantization,
     )
     for logger in loggers:
         logger.finalize("success")

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from project.deploy.checkpoint import best_checkpoint, load_net
 from project.deploy.parity import ParityData, parity_from_loader
 from project.deploy.pipeline import run_pipeline
+from project.deploy.quantize.calibration import quantization_from_datamodule
 from project.deploy.results import BenchmarkReport
 from project.deploy.settings import DeploySettings
 
@@ -67,6 +68,9 @@ class DeployCallback(Callback):
         try:
             net, net_config, input_spec = load_net(checkpoint)
             data = parity_data_from_test_split(trainer, settings.parity_max_samples)
+            quantization = None
+            if settings.wants_quantization and getattr(trainer, "datamodule", None) is not None:
+                quantization = quantization_from_datamodule(trainer.datamodule, settings.int8)
             self.report = run_pipeline(
                 net,
                 net_config,
@@ -76,6 +80,7 @@ class DeployCallback(Callback):
                 data=data,
                 loggers=trainer.loggers,
                 checkpoint=checkpoint,
+                quantization=quantization,
             )
             log.info("deploy: post-fit step done in %.1f s", time.perf_counter() - start)
         except Exception as exc:

@@ -16,8 +16,12 @@ Engine = Callable[[torch.Tensor], torch.Tensor]
 # The floating-point precisions an engine may compute in, and the torch dtype of each.
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FLOAT_PRECISIONS: tuple[str, ...] = tuple(DTYPES)
+# Quantized precisions: weights and activations in 8 bits, calibrated on training images (deploy/quantize).
+QUANTIZED_PRECISIONS: tuple[str, ...] = ("int8", "fp8")
 # Every precision a backend name may carry (`kind_<precision>`); each backend declares which it builds.
-PRECISIONS: tuple[str, ...] = FLOAT_PRECISIONS
+PRECISIONS: tuple[str, ...] = FLOAT_PRECISIONS + QUANTIZED_PRECISIONS
+# Higher first: on an accuracy tie between engines of about the same speed, the higher precision ships.
+PRECISION_RANK: dict[str, int] = {"fp32": 4, "bf16": 3, "fp16": 3, "fp8": 1, "int8": 1}
 
 
 def cpu_has_native_bf16() -> bool:

@@ -22,9 +22,10 @@ from project.deploy.results import ParityResult
 @dataclass
 class Tolerance:
     min_top1_agreement: float = 0.999
-    max_acc_delta: float = 0.1  # accuracy points, either direction
-    atol: float = 1e-3  # logits: |engine - eager| <= atol + rtol * max|eager|
-    rtol: float = 1e-3
+    max_acc_delta: float | None = 0.1  # accuracy points, either direction (None: not checked)
+    atol: float | None = 1e-3  # logits: |engine - eager| <= atol + rtol * max|eager| (None: not checked)
+    rtol: float | None = 1e-3
+    max_acc_drop: float | None = None  # accuracy points lost (a gain is no failure); None: not checked
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> Tolerance:
@@ -35,7 +36,13 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(),
     "bf16": Tolerance(min_top1_agreement=0.995, max_acc_delta=0.3, atol=0.05, rtol=0.1),
     "fp16": Tolerance(min_top1_agreement=0.995, max_acc_delta=0.3, atol=0.02, rtol=0.05),
+    # 8-bit engines move every logit by a quantization step: only the decisions are gated, the accuracy
+    # one-sided (deploy.parity.int8.max_acc_drop) and the agreement with eager fp32 at a floor
+    "int8": Tolerance(min_top1_agreement=0.97, max_acc_delta=None, atol=None, rtol=None, max_acc_drop=1.0),
+    "fp8": Tolerance(min_top1_agreement=0.97, max_acc_delta=None, atol=None, rtol=None, max_acc_drop=1.0),
 }
+# `deploy.parity.<precision>` (e.g. `deploy.parity.int8.max_acc_drop=0.5`) sets these precisions' gates
+GATED_PRECISIONS = ("int8", "fp8")
 
 
 @dataclass
@@ -72,14 +79,16 @@ def compare(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor,
     agreement = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
     ref_acc = (reference.argmax(1) == labels).float().mean().item()
     acc = (logits.argmax(1) == labels).float().mean().item()
-    bound = tol.atol + tol.rtol * reference.abs().max().item()
+    bound = None if tol.atol is None else tol.atol + (tol.rtol or 0.0) * reference.abs().max().item()
     acc_delta, max_abs_diff = (acc - ref_acc) * 100.0, diff.max().item()
     failures = []
     if agreement < tol.min_top1_agreement:
         failures.append(f"top-1 agreement {agreement:.4f} < {tol.min_top1_agreement}")
-    if abs(acc_delta) > tol.max_acc_delta:
+    if tol.max_acc_delta is not None and abs(acc_delta) > tol.max_acc_delta:
         failures.append(f"accuracy delta {acc_delta:+.2f} pts beyond ±{tol.max_acc_delta}")
-    if max_abs_diff > bound:
+    if tol.max_acc_drop is not None and -acc_delta > tol.max_acc_drop:
+        failures.append(f"accuracy drop {-acc_delta:.2f} pts > {tol.max_acc_drop}")
+    if bound is not None and max_abs_diff > bound:
         failures.append(f"max |logit diff| {max_abs_diff:.3g} > {bound:.3g}")
     return ParityResult(
         passed=not failures,

@@ -25,6 +25,7 @@ from project.deploy.backends import Backend, BackendUnavailable, library_version
 from project.deploy.bundle import write_bundle
 from project.deploy.hardware import Engine, machine_info, resolve_device
 from project.deploy.parity import ParityData, check_parity
+from project.deploy.quantize.calibration import QuantizationData
 from project.deploy.report import log_to_loggers, print_table, write_benchmark_markdown, write_plot
 from project.deploy.results import BenchmarkReport, EngineResult
 from project.deploy.selection import backend_list, bundle_order, choose
@@ -57,6 +58,7 @@ class DeployRun:
     threads: int
     work: Path  # scratch folder for the roundtrip
     progress: Progress
+    quantization: QuantizationData | None = None  # calibration images for int8 engines (train split)
 
 
 def parity_data_or_random(
@@ -104,8 +106,12 @@ def build_and_check(
             # a private copy: a backend may convert the module it is given (eager channels_last does, in place)
             net = copy.deepcopy(run.net).to(run.device if backend.runs_on_device else "cpu")
             backend = backend.resolved(net)
+            backend.quantization = run.quantization if backend.quantized else None
             engine = backend.build(net, run.data.batches[0][:2], run.settings.batch_sizes[-1], run.threads)
             result.build_s = round(time.perf_counter() - start, 3)
+            if backend.calibration_stats is not None:
+                result.calibration_samples = backend.calibration_stats.samples
+                result.calibration_s = backend.calibration_stats.seconds
             if run.settings.roundtrip:
                 start = time.perf_counter()
                 folder = run.work / backend.name
@@ -168,7 +174,9 @@ def time_and_rank(report: BenchmarkReport, engines: Mapping[str, Engine], run: D
             ref = baseline.get(bs)
             point.speedup = ref.p50_ms / point.p50_ms if ref else None
         report.engines[name].points = per_bs
-    report.chosen, report.chosen_reason, report.ranking = choose(report, run.settings.objective, run.settings.backend)
+    report.chosen, report.chosen_reason, report.ranking = choose(
+        report, run.settings.objective, run.settings.backend, run.settings.tie_margin
+    )
     run.progress(f"chosen: {report.chosen} ({report.chosen_reason})")
 
 
@@ -196,9 +204,11 @@ def run_pipeline(
     checkpoint: str | None = None,
     progress: Callable[[str], None] | None = None,
     extra_backends: Iterable[Backend] = (),
+    quantization: QuantizationData | None = None,
 ) -> BenchmarkReport:
     """Build, verify, time and choose; write benchmark.{json,md,png} and the deploy bundle into
-    `output_dir`. Returns the report (what benchmark.json holds)."""
+    `output_dir`. Returns the report (what benchmark.json holds). `quantization`: the calibration images
+    of int8 engines (from the train split; never the test split parity runs on)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     previous_threads = torch.get_num_threads()
@@ -212,8 +222,11 @@ def run_pipeline(
         # prepare
         backends = backend_list(settings.backends) + list(extra_backends)
         data = parity_data_or_random(net, shape, data, settings.parity_max_samples).rebatch(settings.batch_sizes[-1])
-        run = DeployRun(net, data, settings, resolve_device(settings.device), threads, work, Progress(progress))
+        device = resolve_device(settings.device)
+        run = DeployRun(net, data, settings, device, threads, work, Progress(progress), quantization)
         report = new_report(run, net_config, shape, checkpoint, baseline=backends[0].name)
+        if quantization is not None:
+            report.extra["calibration_data"] = quantization.calibration.describe()
 
         # build and check, the baseline first: its logits are everyone's reference
         built: dict[str, tuple[Backend, Engine]] = {}

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from project.deploy.backends import Backend, baseline_backend, parse_backend
+from project.deploy.hardware import PRECISION_RANK
 from project.deploy.results import BenchmarkReport
 
 
@@ -23,9 +24,29 @@ def backend_list(entries: Iterable[Any]) -> list[Backend]:
     return backends
 
 
-def choose(report: BenchmarkReport, objective: str, wanted: str = "auto") -> tuple[str | None, str, list[str]]:
+def prefer_on_ties(report: BenchmarkReport, ranked: list[str], speed: dict[str, float], margin: float) -> list[str]:
+    """`ranked` (fastest first) with the engines within `margin` of the fastest reordered: the most
+    accurate first, then the higher precision (fp32 before bf16 before int8), then the faster."""
+    if not ranked or margin <= 0:
+        return ranked
+    tied = [n for n in ranked if speed[n] >= speed[ranked[0]] * (1.0 - margin)]
+
+    def accuracy(name: str) -> float:
+        parity = report.engines[name].parity
+        return round(parity.acc, 9) if parity is not None and parity.acc is not None else 0.0
+
+    def key(name: str) -> tuple[float, int, int]:
+        return -accuracy(name), -PRECISION_RANK.get(report.engines[name].precision, 0), ranked.index(name)
+
+    return sorted(tied, key=key) + [n for n in ranked if n not in tied]
+
+
+def choose(
+    report: BenchmarkReport, objective: str, wanted: str = "auto", tie_margin: float = 0.0
+) -> tuple[str | None, str, list[str]]:
     """The fastest engine that passed parity for the objective → (name, why, all passing in speed order).
-    `latency`: lowest median time at the smallest batch; `throughput`: most images/s at the largest."""
+    `latency`: lowest median time at the smallest batch; `throughput`: most images/s at the largest.
+    Engines within `tie_margin` of the fastest tie: the most accurate, then the highest precision, wins."""
     sizes = report.batch_sizes
     bs = sizes[0] if objective == "latency" else sizes[-1]
 
@@ -37,6 +58,9 @@ def choose(report: BenchmarkReport, objective: str, wanted: str = "auto") -> tup
     ranked = sorted(passing, key=score)
     if not ranked:
         return None, "no engine passed parity and benchmarking", []
+    fastest = ranked[0]
+    speed = {n: (1.0 / score(n) if objective == "latency" else -score(n)) for n in ranked}
+    ranked = prefer_on_ties(report, ranked, speed, tie_margin)
     best = ranked[0]
     point = report.engines[best].points[bs]
     figure = (
@@ -46,6 +70,11 @@ def choose(report: BenchmarkReport, objective: str, wanted: str = "auto") -> tup
     )
     speedup = f", {point.speedup:.2f}× eager fp32" if point.speedup else ""
     why = f"fastest engine that passed parity for {objective}: {figure}{speedup}"
+    if best != fastest:
+        why = (
+            f"passed parity, within {tie_margin:.0%} of the fastest ({fastest}) for {objective} and more "
+            f"accurate or of higher precision: {figure}{speedup}"
+        )
     if wanted != "auto":
         if wanted in passing:
             ranked.remove(wanted)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from project.config import plain
-from project.deploy.parity import Tolerance, tolerances_from_config
+from project.deploy.parity import GATED_PRECISIONS, Tolerance, tolerances_from_config
+from project.deploy.quantize.calibration import Int8Settings
 from project.deploy.timing import TimingSettings
 
 OBJECTIVES = ("latency", "throughput")
@@ -29,6 +30,10 @@ class DeploySettings:
     timing: TimingSettings = field(default_factory=TimingSettings)
     parity_max_samples: int | None = None
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: tolerances_from_config(None))
+    int8: Int8Settings = field(default_factory=Int8Settings)  # calibration of quantized engines
+    # engines within this fraction of the fastest count as tied: the most accurate, then the higher
+    # precision, ships (so an int8 engine wins only when it is clearly faster)
+    tie_margin: float = 0.05
     bundle: bool = True
     fallbacks: int = 1
     plot: bool = True
@@ -39,22 +44,36 @@ class DeploySettings:
         """The `deploy` mapping (as composed by Hydra) → settings; ValueError naming a bad key or value."""
         values = dict(plain(config) or {})
         parity = dict(values.pop("parity", None) or {})
-        known = {f.name for f in fields(cls)} - {"timing", "tolerances", "parity_max_samples"}
-        unknown = set(values) - known - {"timing"}
+        known = {f.name for f in fields(cls)} - {"tolerances", "parity_max_samples"}
+        unknown = set(values) - known
         if unknown:
-            raise ValueError(f"unknown deploy keys {sorted(unknown)}; known: {sorted(known | {'timing', 'parity'})}")
-        settings = cls(**{k: v for k, v in values.items() if k != "timing"})
+            raise ValueError(f"unknown deploy keys {sorted(unknown)}; known: {sorted(known | {'parity'})}")
+        settings = cls(**{k: v for k, v in values.items() if k not in ("timing", "int8")})
         settings.timing = TimingSettings.from_mapping(values.get("timing"))
+        settings.int8 = Int8Settings.from_mapping(values.get("int8"))
         settings.parity_max_samples = parity.pop("max_samples", None)
-        settings.tolerances = tolerances_from_config(parity.pop("tolerances", None))
+        tolerances = dict(parity.pop("tolerances", None) or {})
+        for precision in GATED_PRECISIONS:  # deploy.parity.int8.* is the int8 gate
+            if parity.get(precision):
+                tolerances[precision] = {**tolerances.get(precision, {}), **parity.pop(precision)}
+            parity.pop(precision, None)
+        settings.tolerances = tolerances_from_config(tolerances)
         if parity:
-            raise ValueError(f"unknown deploy.parity keys {sorted(parity)}; known: ['max_samples', 'tolerances']")
+            known_parity = ["max_samples", "tolerances", *GATED_PRECISIONS]
+            raise ValueError(f"unknown deploy.parity keys {sorted(parity)}; known: {known_parity}")
         settings.batch_sizes = sorted({int(b) for b in settings.batch_sizes})
         if not settings.batch_sizes or settings.batch_sizes[0] < 1:
             raise ValueError(f"deploy.batch_sizes must be positive integers, got {settings.batch_sizes}")
         if settings.objective not in OBJECTIVES:
             raise ValueError(f"deploy.objective={settings.objective!r}: expected one of {OBJECTIVES}")
         return settings
+
+    @property
+    def wants_quantization(self) -> bool:
+        """True when a configured engine is int8/fp8: calibration images must be drawn for it."""
+        from project.deploy.backends import parse_backend
+
+        return any(parse_backend(entry).quantized for entry in self.backends)
 
     def as_report(self, threads: int, device: str) -> dict[str, Any]:
         """The settings a benchmark report records (what the figures were measured with)."""
@@ -67,4 +86,6 @@ class DeploySettings:
             "roundtrip": self.roundtrip,
             "timing": vars(self.timing).copy(),
             "tolerances": {k: vars(v).copy() for k, v in self.tolerances.items()},
+            "int8": vars(self.int8).copy(),
+            "tie_margin": self.tie_margin,
         }

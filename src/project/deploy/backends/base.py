@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from project.deploy.hardware import Engine
+from project.deploy.hardware import QUANTIZED_PRECISIONS, Engine
+from project.deploy.quantize.calibration import CalibrationStats, QuantizationData
 
 
 class BackendUnavailable(RuntimeError):
@@ -43,6 +44,15 @@ class Backend(ABC):
         self.name = name or (self.kind if precision == "fp32" else f"{self.kind}_{precision}")
         self.precision = precision
         self.options = options
+        # quantized precisions only: the images to calibrate on (set by the pipeline before `build`), and
+        # how many were used and for how long (set by `build`, for the report)
+        self.quantization: QuantizationData | None = None
+        self.calibration_stats: CalibrationStats | None = None
+
+    @property
+    def quantized(self) -> bool:
+        """True for int8/fp8 engines: `build` needs `quantization` (calibration images); loading does not."""
+        return self.precision in QUANTIZED_PRECISIONS
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -85,6 +95,11 @@ class Backend(ABC):
         reason = self.unavailable_reason()
         if reason:
             raise BackendUnavailable(reason)
+        if self.quantized and self.quantization is None:
+            raise BackendUnavailable(
+                f"{self.precision} engines calibrate on training images and none were given "
+                "(the run has no data set: pass data=NAME, or random_weights=true for synthetic data)"
+            )
         return self._build(net, example, max_batch_size, threads)
 
     def load(self, directory: Path, net: nn.Module, threads: int | None = None) -> Engine:

@@ -49,7 +49,8 @@ class AotInductorEngine:
 
 class InductorBackend(Backend):
     kind = "inductor"
-    precisions = FLOAT_PRECISIONS
+    # int8: PT2E with X86InductorQuantizer, CPU only (project.deploy.quantize.inductor_int8)
+    precisions = (*FLOAT_PRECISIONS, "int8")
     runs_on_device = True
 
     def __init__(self, name: str | None = None, precision: str = "fp32", device: str | None = None) -> None:
@@ -69,6 +70,10 @@ class InductorBackend(Backend):
             return "no CUDA device"
         if device == "cpu" and not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
             return "no C++ compiler on PATH (Inductor generates and compiles C++ for the CPU)"
+        if self.quantized:
+            from project.deploy.quantize.inductor_int8 import pt2e_unavailable_reason
+
+            return "PT2E int8 runs on the CPU only" if device != "cpu" else pt2e_unavailable_reason()
         return native_precision_reason(device, self.precision)
 
     def load_unavailable_reason(self) -> str | None:
@@ -78,6 +83,8 @@ class InductorBackend(Backend):
         return native_precision_reason(self._device(), self.precision)
 
     def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
+        if self.quantized:
+            return self._build_int8(net, example, max_batch_size)
         device = torch.device(self.resolve_options(net)["device"])
         dtype = DTYPES[self.precision]
         model = copy.deepcopy(net).eval().to(device)
@@ -94,7 +101,22 @@ class InductorBackend(Backend):
             )
         return AotInductorEngine(package, device.type)
 
+    def _build_int8(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
+        """Static-batch packages for batch 1 and the largest batch (see `compile_static_packages`)."""
+        from project.deploy.quantize.inductor_int8 import StaticBatchEngine, compile_static_packages, quantize_pt2e
+
+        data = self.quantization
+        converted, self.calibration_stats = data.timed(quantize_pt2e, net.cpu(), data.calibration)
+        tmp = tempfile.TemporaryDirectory(prefix="aoti_int8_")
+        self._tmp.append(tmp)
+        return StaticBatchEngine(compile_static_packages(converted, example.cpu(), [1, max_batch_size], tmp.name))
+
     def save(self, engine: Engine, directory: Path) -> list[str]:
+        if hasattr(engine, "packages"):  # int8: one package per static batch size
+            for package in engine.packages.values():
+                if package.resolve() != (Path(directory) / package.name).resolve():
+                    shutil.copyfile(package, Path(directory) / package.name)
+            return [p.name for p in engine.packages.values()]
         assert isinstance(engine, AotInductorEngine)
         target = Path(directory) / PACKAGE
         if engine.package.resolve() != target.resolve():
@@ -102,4 +124,8 @@ class InductorBackend(Backend):
         return [PACKAGE]
 
     def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
+        if self.quantized:
+            from project.deploy.quantize.inductor_int8 import StaticBatchEngine, package_sizes
+
+            return StaticBatchEngine(package_sizes(directory))
         return AotInductorEngine(directory / PACKAGE, self._device())

@@ -62,13 +62,20 @@ class OnnxRuntimeEngine:
 
 class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
-    precisions = ("fp32",)  # it runs the exported fp32 graph
+    # fp32: the exported graph; int8: static QDQ quantization of it (project.deploy.quantize.onnx_int8)
+    precisions = ("fp32", "int8")
     libraries = ("onnxruntime",)
 
     def __init__(
-        self, name: str | None = None, precision: str = "fp32", spin: bool = False, providers: list | None = None
+        self,
+        name: str | None = None,
+        precision: str = "fp32",
+        spin: bool = False,
+        providers: list | None = None,
+        method: str | None = None,
     ) -> None:
-        super().__init__(name=name, precision=precision, spin=spin, providers=providers)
+        # method: int8 calibration (minmax | entropy | percentile); None: deploy.int8.method
+        super().__init__(name=name, precision=precision, spin=spin, providers=providers, method=method)
 
     def _unavailable_reason(self) -> str | None:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -79,7 +86,14 @@ class OnnxRuntimeBackend(Backend):
         return list(self.options["providers"]) if self.options.get("providers") else None
 
     def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
-        return OnnxRuntimeEngine(export_onnx(net, example.cpu()), threads, self._providers(), self.options["spin"])
+        model = export_onnx(net, example.cpu())
+        if self.quantized:
+            from project.deploy.quantize.onnx_int8 import quantize_onnx
+
+            data = self.quantization
+            method = self.options.get("method") or data.settings.method
+            model, self.calibration_stats = data.timed(quantize_onnx, model, data.calibration, method=method)
+        return OnnxRuntimeEngine(model, threads, self._providers(), self.options["spin"])
 
     def save(self, engine: Engine, directory: Path) -> list[str]:
         assert isinstance(engine, OnnxRuntimeEngine)

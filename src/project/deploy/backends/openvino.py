@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from project.deploy.backends._util import export_example, quiet_export
-from project.deploy.backends.base import Backend
+from project.deploy.backends.base import Backend, BackendUnavailable
 from project.deploy.hardware import Engine
 
 XML, BIN = "model.xml", "model.bin"
-INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# int8: an NNCF-quantized model (project.deploy.quantize.openvino_int8); the layers NNCF leaves in floating
+# point (or accuracy control returns to it) run in f32, so the engine stays comparable with eager fp32
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
 
 
@@ -70,7 +72,7 @@ class OpenVinoEngine:
 
 class OpenVinoBackend(Backend):
     kind = "openvino"
-    precisions = tuple(INFERENCE_PRECISION)  # fp32, bf16, fp16
+    precisions = tuple(INFERENCE_PRECISION)  # fp32, bf16, fp16, int8
     libraries = ("openvino",)
 
     def __init__(
@@ -108,6 +110,15 @@ class OpenVinoBackend(Backend):
         else:
             with quiet_export():
                 model = ov.convert_model(net.eval(), example_input=example, input=[shape])
+        if self.quantized:
+            if importlib.util.find_spec("nncf") is None:
+                raise BackendUnavailable("nncf is not installed (OpenVINO int8 is built with NNCF)")
+            from project.deploy.quantize.openvino_int8 import quantize_openvino
+
+            data, drop = self.quantization, self.quantization.settings.max_drop
+            model, self.calibration_stats = data.timed(
+                quantize_openvino, model, data.calibration, data.validation, max_drop=drop
+            )
         return OpenVinoEngine(model, self.precision, self.options["hint"], threads)
 
     def save(self, engine: Engine, directory: Path) -> list[str]:

@@ -41,8 +41,9 @@ class TensorRtEngine:
 
 class TensorRtBackend(Backend):
     kind = "tensorrt"
-    precisions = FLOAT_PRECISIONS
-    libraries = ("torch-tensorrt", "tensorrt")
+    # int8 / fp8: NVIDIA ModelOpt Q/DQ, calibrated, then compiled (project.deploy.quantize.tensorrt_int8)
+    precisions = (*FLOAT_PRECISIONS, "int8", "fp8")
+    libraries = ("torch-tensorrt", "tensorrt", "nvidia-modelopt")
 
     def __init__(self, name: str | None = None, precision: str = "fp32", min_block_size: int = 1) -> None:
         super().__init__(name=name, precision=precision, min_block_size=min_block_size)
@@ -52,13 +53,27 @@ class TensorRtBackend(Backend):
             return "no CUDA device (TensorRT runs on NVIDIA GPUs only)"
         if importlib.util.find_spec("torch_tensorrt") is None:
             return "torch-tensorrt is not installed (pip install '.[tensorrt]')"
+        if self.quantized:
+            from project.deploy.quantize.tensorrt_int8 import modelopt_unavailable_reason
+
+            return modelopt_unavailable_reason(self.precision)
         reason = native_precision_reason("cuda", self.precision)
         return f"{reason} (needs compute capability 8.0+)" if reason else None
+
+    def load_unavailable_reason(self) -> str | None:
+        """A saved quantized program loads with torch-tensorrt alone (ModelOpt only calibrates)."""
+        if self.quantized and torch.cuda.is_available() and importlib.util.find_spec("torch_tensorrt"):
+            return None
+        return self.unavailable_reason()
+
+    def _dtype(self) -> torch.dtype:
+        """The engine's input dtype: quantized engines take fp32 and quantize inside."""
+        return torch.float32 if self.quantized else DTYPES[self.precision]
 
     def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
         import torch_tensorrt
 
-        dtype = DTYPES[self.precision]
+        dtype = self._dtype()
         image = tuple(example.shape[1:])
         top = max(1, int(max_batch_size))
         inputs = [
@@ -66,6 +81,13 @@ class TensorRtBackend(Backend):
                 min_shape=(1, *image), opt_shape=(top, *image), max_shape=(top, *image), dtype=dtype, name="x"
             )
         ]
+        if self.quantized:
+            from project.deploy.quantize.tensorrt_int8 import compile_quantized, quantize_modelopt
+
+            data = self.quantization
+            model, self.calibration_stats = data.timed(quantize_modelopt, net, data.calibration, self.precision)
+            compiled = compile_quantized(model, inputs, self.precision, self.options["min_block_size"])
+            return TensorRtEngine(compiled, dtype, inputs)
         model = copy.deepcopy(net).eval().to("cuda", dtype)
         compiled = torch_tensorrt.compile(
             model, ir="dynamo", arg_inputs=inputs, min_block_size=self.options["min_block_size"]
@@ -96,4 +118,4 @@ class TensorRtBackend(Backend):
         import torch_tensorrt
 
         path = directory / PROGRAM
-        return TensorRtEngine(torch_tensorrt.load(str(path)).module(), DTYPES[self.precision], path=path)
+        return TensorRtEngine(torch_tensorrt.load(str(path)).module(), self._dtype(), path=path)

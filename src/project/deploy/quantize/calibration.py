@@ -9,11 +9,16 @@ the engine on, so calibrating on it would grade the engine on its own homework.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+
+from project.config import dataclass_from_mapping
+
+T = TypeVar("T")
 
 DEFAULT_CALIBRATION_SIZE = 300
 CALIBRATION_SPLIT = "train"
@@ -44,6 +49,47 @@ class CalibrationSet:
 
     def describe(self) -> dict[str, Any]:
         return {"split": self.split, "size": self.size, "source": self.source}
+
+
+@dataclass
+class Int8Settings:
+    """`deploy.int8`: how quantized engines are calibrated (see conf/deploy/default.yaml)."""
+
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE  # training images, seeded
+    seed: int = 0
+    method: str = "minmax"  # ONNX Runtime calibration: minmax | entropy | percentile
+    max_drop: float | None = None  # accuracy points: NNCF accuracy control on the validation split
+    validation_size: int = 1000  # validation images accuracy control measures on (at most)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> Int8Settings:
+        settings = dataclass_from_mapping(cls, values, "deploy.int8")
+        if settings.calibration_size < 1:
+            raise ValueError(f"deploy.int8.calibration_size must be positive, got {settings.calibration_size}")
+        return settings
+
+
+@dataclass
+class CalibrationStats:
+    """What a quantized engine's report shows: images calibrated on and the time it took."""
+
+    samples: int
+    seconds: float
+
+
+@dataclass
+class QuantizationData:
+    """Everything a backend needs to build a quantized engine."""
+
+    calibration: CalibrationSet
+    validation: CalibrationSet | None  # labelled; only for accuracy control
+    settings: Int8Settings
+
+    def timed(self, quantize: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, CalibrationStats]:
+        """Run one library's quantizer and measure it."""
+        start = time.perf_counter()
+        result = quantize(*args, **kwargs)
+        return result, CalibrationStats(self.calibration.size, round(time.perf_counter() - start, 3))
 
 
 def sample_indices(population: int, size: int, seed: int) -> torch.Tensor:
@@ -111,3 +157,25 @@ def synthetic_calibration(
     return CalibrationSet(
         images.contiguous(), labels, torch.arange(len(images)), split, f"synthetic {split}: {len(images)} images"
     )
+
+
+def quantization_from_datamodule(datamodule: Any, settings: Int8Settings) -> QuantizationData | None:
+    """Calibration images from the train split (and validation images when accuracy control is on); None
+    when the datamodule has no train split to draw from."""
+    try:
+        calibration = calibration_from_datamodule(datamodule, settings.calibration_size, settings.seed)
+        validation = None
+        if settings.max_drop is not None:
+            validation = calibration_from_datamodule(datamodule, settings.validation_size, settings.seed, CONTROL_SPLIT)
+    except (ValueError, AttributeError, KeyError):
+        return None
+    return QuantizationData(calibration, validation, settings)
+
+
+def synthetic_quantization(shape: tuple[int, int, int], classes: int, settings: Int8Settings) -> QuantizationData:
+    """Calibration (and validation) images for a random-weight network with a fitted head."""
+    calibration = synthetic_calibration(shape, classes, settings.calibration_size, settings.seed)
+    validation = None
+    if settings.max_drop is not None:
+        validation = synthetic_calibration(shape, classes, settings.validation_size, settings.seed, "val")
+    return QuantizationData(calibration, validation, settings)

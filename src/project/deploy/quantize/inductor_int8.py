@@ -92,6 +92,14 @@ def compile_static_packages(
     return packages
 
 
+def package_sizes(folder: Path) -> dict[int, Path]:
+    """The static-batch packages `compile_static_packages` wrote into `folder`, by batch size."""
+    found = {int(p.stem.removeprefix("model_b")): p for p in Path(folder).glob("model_b*.pt2")}
+    if not found:
+        raise FileNotFoundError(f"no model_b<N>.pt2 packages in {folder}")
+    return found
+
+
 def batch_plan(count: int, sizes: list[int]) -> list[tuple[int, int]]:
     """How to run `count` images on static-batch packages: [(package size, images in that call)], the
     size for each call chosen to waste the fewest padded images (ties: the larger batch, fewer calls)."""
