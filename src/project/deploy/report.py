@@ -82,13 +82,15 @@ def markdown(report: BenchmarkReport) -> str:
         "## Engines",
         "",
         "| engine | status | parity: top-1 agreement / max abs logit diff / accuracy Δ (pts) | build s | "
-        "save+load s | host peak MB (+Δ) | note |",
-        "|---|---|---|---:|---:|---:|---|",
+        "calibration: images / s | save+load s | files MB | host peak MB (+Δ) | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, entry in report.engines.items():
+        calibration = f"{entry.calibration_samples} / {entry.calibration_s:.2f}" if entry.calibration_s else "–"
         lines.append(
-            f"| {name} | {_status(entry)} | {_parity_markdown(entry)} | {_number(entry.build_s, 2)} | "
-            f"{_number(entry.roundtrip_s, 2)} | {_memory_markdown(entry)} | {entry.reason or ''} |"
+            f"| {name} | {_status(entry)} | {_parity_markdown(entry)} | {_number(entry.build_s, 2)} | {calibration} | "
+            f"{_number(entry.roundtrip_s, 2)} | {_number(entry.files_mb, 2)} | {_memory_markdown(entry)} | "
+            f"{entry.reason or ''} |"
         )
     timed = report.timed
     if sizes and timed:
@@ -177,7 +179,8 @@ def write_plot(report: BenchmarkReport, path: Path) -> Path | None:
         ax_sp.bar(x + i * width, speedups, width, label=f"batch {bs}")
     for ax in (ax_tp, ax_sp):
         ax.set_xticks(x + width * (len(sizes) - 1) / 2)
-        labels = [n + ("\n(failed parity)" if not timed[n].passed else "") for n in names]
+        size = {n: f"\n{timed[n].files_mb:g} MB" if timed[n].files_mb else "" for n in names}
+        labels = [n + size[n] + ("" if timed[n].passed else "\n(failed parity)") for n in names]
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
@@ -200,8 +203,9 @@ def summary_metrics(report: BenchmarkReport) -> dict[str, float]:
     for name, entry in report.engines.items():
         prefix = f"deploy/{name}"
         metrics[f"{prefix}/passed"] = float(entry.passed)
-        if entry.build_s is not None:
-            metrics[f"{prefix}/build_s"] = float(entry.build_s)
+        for key in ("build_s", "calibration_s", "calibration_samples", "file_bytes"):
+            if getattr(entry, key) is not None:
+                metrics[f"{prefix}/{key}"] = float(getattr(entry, key))
         if entry.parity is not None:
             for key in ("top1_agreement", "max_abs_diff", "acc_delta"):
                 if getattr(entry.parity, key) is not None:

@@ -157,9 +157,19 @@ class Headline:
     throughput: float | None = None
     batch_size_latency: int | None = None
     batch_size_throughput: int | None = None
+    precision: str | None = None  # of the chosen engine (int8 engines ship smaller files, lower accuracy)
+    acc_delta: float | None = None  # its test accuracy against eager fp32, points
+    file_mb: float | None = None  # its files on disk
 
     def as_row(self) -> dict[str, Any]:
-        return {"backend": self.backend, "latency_p50_ms": self.latency_p50_ms, "throughput": self.throughput}
+        return {
+            "backend": self.backend,
+            "latency_p50_ms": self.latency_p50_ms,
+            "throughput": self.throughput,
+            "precision": self.precision,
+            "acc_delta": self.acc_delta,
+            "file_mb": self.file_mb,
+        }
 
 
 @dataclass
@@ -205,6 +215,9 @@ class BenchmarkReport:
             float(throughput) if isinstance(throughput, int | float) else None,
             small,
             large,
+            engine.precision,
+            engine.parity.acc_delta if engine.parity is not None else None,
+            engine.files_mb,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 STATUS_ORDER = {"completed": 0, "pruned": 1, "failed": 2, "incomplete": 3}
 SKIP_DIRS = {"wandb", "checkpoints", "deploy", "csv", "engines", "__pycache__"}
-BENCH_COLUMNS = ("backend", "latency_p50_ms", "throughput")
+BENCH_COLUMNS = ("backend", "latency_p50_ms", "throughput", "precision", "acc_delta", "file_mb")
 MINIMIZE_HINTS = ("loss", "err", "latency", "time", "mse", "mae", "wer", "cer")
 
 

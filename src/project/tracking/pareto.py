@@ -64,9 +64,10 @@ def _panel(ax: Any, rows: list[dict[str, Any]], x_key: str, y_key: str, x_up: bo
         label="Pareto-optimal",
     )
     for x, y, row in on_front:
-        ax.annotate(
-            str(row.get("label") or row.get("job")), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8
-        )
+        # the shipped engine's precision when it is not fp32 (an int8 engine trades accuracy for speed)
+        precision = f" [{row['precision']}]" if row.get("precision") not in (None, "fp32") else ""
+        label = str(row.get("label") or row.get("job")) + precision
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     if all(x > 0 for x in xs) and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
     ax.set_xlabel(x_label)
