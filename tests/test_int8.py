@@ -146,3 +146,34 @@ def test_tensorrt_modelopt_int8_keeps_accuracy(digits, calibration) -> None:
     compiled = compile_quantized(quantized, [spec], "int8")
     acc = accuracy_of(lambda x: compiled(x.cuda()).float().cpu(), data)
     assert acc >= eager_acc - MAX_DROP
+
+
+def test_static_batch_plan_runs_any_batch_with_the_least_padding() -> None:
+    from project.deploy.quantize.inductor_int8 import batch_plan
+
+    assert batch_plan(1, [1, 256]) == [(1, 1)]
+    assert batch_plan(256, [1, 256]) == [(256, 256)]
+    assert batch_plan(3, [1, 256]) == [(1, 1)] * 3  # three single calls beat one 256-batch of padding
+    assert batch_plan(300, [1, 256]) == [(256, 256)] + [(1, 1)] * 44
+    assert batch_plan(200, [1, 256]) == [(256, 200)]  # 56 padded images < 200 single calls
+    for count in range(1, 70):
+        plan = batch_plan(count, [1, 8, 32])
+        assert sum(take for _, take in plan) == count and all(0 < take <= size for size, take in plan)
+
+
+@pytest.mark.slow  # two AOTInductor compiles (~1-4 min on 2 cores); the batch plan is checked fast above
+def test_inductor_pt2e_int8_reloads_and_keeps_accuracy(digits, calibration, tmp_path: Path) -> None:
+    from project.deploy.backends import parse_backend
+    from project.deploy.quantize.calibration import Int8Settings, QuantizationData
+
+    backend = parse_backend("inductor_int8")
+    if backend.unavailable_reason():
+        pytest.skip(backend.unavailable_reason())
+    net, data, eager_acc = digits
+    backend.quantization = QuantizationData(calibration, None, Int8Settings())
+    built = backend.build(net, calibration.images[:2], max_batch_size=64, threads=2)
+    files = backend.save(built, tmp_path)
+    assert sorted(files) == ["model_b1.pt2", "model_b64.pt2"]
+    loaded = parse_backend("inductor_int8").load(tmp_path, net, threads=2)
+    assert accuracy_of(loaded, data) >= eager_acc - MAX_DROP
+    assert backend.calibration_stats.samples == calibration.size

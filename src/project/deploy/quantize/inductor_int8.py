@@ -101,11 +101,14 @@ def package_sizes(folder: Path) -> dict[int, Path]:
 
 
 def batch_plan(count: int, sizes: list[int]) -> list[tuple[int, int]]:
-    """How to run `count` images on static-batch packages: [(package size, images in that call)], the
-    size for each call chosen to waste the fewest padded images (ties: the larger batch, fewer calls)."""
-    plan, rest = [], int(count)
+    """How to run `count` images on static-batch packages: [(package size, images in that call)]. Full
+    batches of the largest package that fits; a remainder is padded up to the next package when that at
+    most doubles its work, else it goes on in smaller packages."""
+    ordered, plan, rest = sorted(sizes), [], int(count)
     while rest > 0:
-        size = min(sizes, key=lambda s: (-(-rest // s) * s, -s))
+        fits = [s for s in ordered if s <= rest]
+        above = [s for s in ordered if s >= rest]
+        size = above[0] if above and (above[0] <= 2 * rest or not fits) else fits[-1]
         take = min(size, rest)
         plan.append((size, take))
         rest -= take
