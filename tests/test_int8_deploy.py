@@ -157,3 +157,26 @@ def test_random_weight_net_is_calibrated_and_gated_on_synthetic_data(tmp_path: P
     assert entry["calibration_samples"] == 128 and entry["status"] == "ok", entry.get("reason")
     assert doc["parity_data"]["source"].startswith("synthetic")
     assert entry["parity"]["top1_agreement"] >= 0.97
+
+
+def test_auto_prefers_accuracy_then_precision_among_engines_of_about_the_same_speed() -> None:
+    from project.deploy.results import EngineResult, ParityResult, TimingPoint
+    from project.deploy.selection import choose
+
+    def engine(p50: float, precision: str, acc: float, status: str = "ok") -> EngineResult:
+        point = TimingPoint(latency_ms={"p50": p50}, throughput={"median": 1e3 / p50}, speedup=1.0)
+        return EngineResult(precision=precision, status=status, parity=ParityResult(acc=acc), points={1: point})
+
+    def chosen(engines: dict[str, EngineResult], margin: float = 0.05) -> str | None:
+        report = BenchmarkReport(settings={"batch_sizes": [1]}, baseline="eager", engines=engines)
+        return choose(report, "latency", tie_margin=margin)[0]
+
+    eager = engine(3.0, "fp32", 0.97)
+    # int8 clearly faster: it ships even though it is a little less accurate
+    assert chosen({"eager": eager, "fp32": engine(1.0, "fp32", 0.97), "int8": engine(0.5, "int8", 0.965)}) == "int8"
+    # within 5 %: same accuracy → the higher precision; higher accuracy → the more accurate
+    assert chosen({"eager": eager, "fp32": engine(1.0, "fp32", 0.97), "int8": engine(0.97, "int8", 0.97)}) == "fp32"
+    assert chosen({"eager": eager, "bf16": engine(1.0, "bf16", 0.97), "int8": engine(0.98, "int8", 0.975)}) == "int8"
+    # without a margin the fastest wins; a failing int8 engine never does
+    assert chosen({"eager": eager, "fp32": engine(1.0, "fp32", 0.97), "int8": engine(0.97, "int8", 0.97)}, 0) == "int8"
+    assert chosen({"eager": eager, "int8": engine(0.1, "int8", 0.5, "parity_failed")}) == "eager"
