@@ -180,3 +180,14 @@ def test_auto_prefers_accuracy_then_precision_among_engines_of_about_the_same_sp
     # without a margin the fastest wins; a failing int8 engine never does
     assert chosen({"eager": eager, "fp32": engine(1.0, "fp32", 0.97), "int8": engine(0.97, "int8", 0.97)}, 0) == "int8"
     assert chosen({"eager": eager, "int8": engine(0.1, "int8", 0.5, "parity_failed")}) == "eager"
+
+
+def test_the_default_post_fit_step_ships_a_gated_int8_engine(trained_default: Path) -> None:
+    """`python -m project.train` (the embedded default): onnxruntime_int8 is built from 300 train-split
+    images, passes the int8 gate on the test split, and its row is in the report whichever engine won."""
+    report = BenchmarkReport.read(trained_default / "benchmark.json")
+    entry = report.engines["onnxruntime_int8"]
+    assert entry.status == "ok", entry.reason
+    assert entry.calibration_samples == 300 and report.extra["calibration_data"]["split"] == "train"
+    assert entry.parity.acc_delta >= -1.0 and entry.parity.data.startswith("test split")
+    assert entry.file_bytes < report.engines["onnxruntime"].file_bytes
