@@ -45,6 +45,16 @@ def top1_accuracy(compiled: Any, items: Iterable[tuple[np.ndarray, np.ndarray]])
     return correct / max(total, 1)
 
 
+def advanced_parameters() -> Any:
+    """Without VNNI, x86 int8 kernels sum u8×s8 products in saturating 16-bit lanes (vpmaddubsw): NNCF's
+    overflow fix (7-bit weights) is then needed in every layer, not only the first (its default)."""
+    import torch
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    fix = OverflowFix.FIRST_LAYER if torch.cpu._is_vnni_supported() else OverflowFix.ENABLE
+    return AdvancedQuantizationParameters(overflow_fix=fix)
+
+
 def quantize_openvino(
     model: Any,
     calibration: CalibrationSet,
@@ -64,9 +74,12 @@ def quantize_openvino(
     # calibrates (the batch axis of the converted model is dynamic)
     items = [b.numpy() for b in calibration.batches(batch_size)]
     calibration_dataset = nncf.Dataset(items)
+    advanced = advanced_parameters()
     with quiet_nncf():
         if max_drop is None:
-            return nncf.quantize(model, calibration_dataset, preset=chosen_preset, subset_size=len(items))
+            return nncf.quantize(
+                model, calibration_dataset, preset=chosen_preset, subset_size=len(items), advanced_parameters=advanced
+            )
         if validation is None or validation.labels is None:
             raise ValueError("accuracy control (deploy.int8.max_drop) needs labelled validation images")
         labelled = [(x.numpy(), y.numpy()) for x, y in validation.labelled_batches(64)]
@@ -80,4 +93,5 @@ def quantize_openvino(
             drop_type=nncf.DropType.ABSOLUTE,
             preset=chosen_preset,
             subset_size=len(items),
+            advanced_quantization_parameters=advanced,
         )
