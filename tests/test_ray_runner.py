@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from project.config import UserError
 from project.deploy.backends.eager import EagerBackend
 from project.deploy.backends.onnxruntime import OnnxRuntimeBackend
 from project.deploy.bundle import write_bundle
@@ -107,13 +108,11 @@ def test_ray_records_equal_the_local_runner(
     assert errors["missing.png"] == errors["gone.png"] == "file not found"
 
 
-def test_ray_refuses_a_non_empty_output_folder(ray_address: str, onnx_bundle: Path, tmp_path: Path) -> None:
+def test_ray_refuses_a_non_empty_output_folder(onnx_bundle: Path, tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.md").write_text("keep me")
     listing = tmp_path / "one.txt"
     listing.write_text("missing.png\n")
-    from project.config import UserError
-
     with pytest.raises(UserError, match="not empty"):
         run_predict(onnx_bundle, listing, tmp_path, [f"output={tmp_path}/out", "runner=ray"])
     with pytest.raises(UserError, match="other files"):
