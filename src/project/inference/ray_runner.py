@@ -62,8 +62,11 @@ class BundlePredictor:
     def __init__(
         self, bundle: str, backend: str | None, batch_size: int, max_pixels: int, threads: int, topk: int, root: str
     ) -> None:
+        import torch
+
         from project.inference.predictor import Predictor
 
+        torch.set_num_threads(threads)  # eager engines; ONNX Runtime/OpenVINO take `threads` below
         self.predictor = Predictor.load(
             bundle, backend=backend, batch_size=batch_size, max_pixels=max_pixels, threads=threads
         )
@@ -86,8 +89,8 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     options: dict[str, Any] = {"address": address, "logging_level": logging.WARNING}
-    if address is None:  # these only apply to an instance started here
-        options.update(num_cpus=num_cpus, include_dashboard=False)
+    if address is None:  # an instance started here: on loopback, no dashboard
+        options.update(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         ray.init(**options)
     except ConnectionError as exc:
