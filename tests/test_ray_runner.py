@@ -94,12 +94,11 @@ def test_ray_records_equal_the_local_runner(
     ray_address: str, onnx_bundle: Path, image_list: Path, local_records: dict, tmp_path: Path
 ) -> None:
     """Parquet shards here; the CLI test below reads JSONL ones."""
-    fmt, out = "parquet", tmp_path / "shards"
-    overrides = [f"output={out}", "runner=ray", f"ray.format={fmt}", "ray.batch_size=48", "ray.concurrency=2"]
+    out = tmp_path / "shards"
+    overrides = [f"output={out}", "runner=ray", "ray.format=parquet", "ray.batch_size=48", "ray.concurrency=2"]
     summary = run_predict(onnx_bundle, image_list, tmp_path, overrides)
     assert summary["runner"] == "ray" and summary["count"] == N_IMAGES + 4 and summary["failed"] == 4
-    data = ray.data.read_parquet(str(out)) if fmt == "parquet" else ray.data.read_json(str(out))
-    rows = data.take_all()
+    rows = ray.data.read_parquet(str(out)).take_all()
     assert len(rows) == N_IMAGES + 4  # one record per input, nothing dropped
     assert len(list(out.iterdir())) > 1  # sharded
     assert_same_records(local_records, records_by_input(rows))
