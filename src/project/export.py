@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from project.config import UserError, config_dir, dataclass_from_mapping, exit_on_user_error, plain
+from project.config import UserError, config_dir, dataclass_from_mapping, exits_on_user_error, plain
 
 FORMATS = ("triton",)
 
@@ -44,11 +44,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
+@exits_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        result = export(cfg)
-    except UserError as err:
-        exit_on_user_error(err)
+    result = export(cfg)
     if result["note"]:
         print(f"note: {result['note']}", file=sys.stderr)
     models = ", ".join(result["models"].values())

@@ -24,7 +24,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from project.config import UserError, config_dir, exit_on_user_error, plain
+from project.config import UserError, config_dir, exits_on_user_error, plain
 from project.inference.preprocess import IMAGE_SUFFIXES
 
 
@@ -161,11 +161,9 @@ def summary_path(cfg: DictConfig) -> Path | None:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
+@exits_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = predict(cfg)
-    except UserError as err:
-        exit_on_user_error(err)
+    summary = predict(cfg)
     path = summary_path(cfg)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import copy
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from project.deploy.backends import baseline_backend
 from project.deploy.bundle import Bundle, BundleError
 from project.triton.engine_io import EngineIO, onnx_io, openvino_io, tensorrt_io
-
-NATIVE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
 
 @dataclass
@@ -31,15 +31,15 @@ class PlacedEngine:
 
 
 def engine_record(bundle: Bundle, name: str | None) -> dict[str, Any]:
-    """The bundle's record for engine `name` (default: the chosen one); eager has a record of its own."""
-    name = name or bundle.info.get("chosen", "eager")
-    for record in bundle.info.get("engines", []):
+    """The bundle's record for engine `name` (default: the chosen one); the baseline (eager fp32, built from
+    the weights) is always there."""
+    baseline = baseline_backend()
+    records = [*bundle.info.get("engines", []), {**baseline.spec, "files": []}]
+    name = name or bundle.info.get("chosen") or baseline.name
+    for record in records:
         if record["name"] == name:
             return record
-    if name == "eager":
-        return {"name": "eager", "kind": "eager", "precision": "fp32", "files": []}
-    names = [r["name"] for r in bundle.info.get("engines", [])] + ["eager"]
-    raise BundleError(f"bundle has no engine {name!r}; it has {names}")
+    raise BundleError(f"bundle has no engine {name!r}; it has {[r['name'] for r in records]}")
 
 
 def example_batch(bundle: Bundle, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -48,31 +48,33 @@ def example_batch(bundle: Bundle, dtype: torch.dtype = torch.float32) -> torch.T
 
 
 def place_engine(bundle: Bundle, record: dict[str, Any], version_dir: Path, max_batch_size: int) -> PlacedEngine:
-    """Write the engine for `record` into `version_dir` (Triton's `<model>/1/`)."""
-    kind = record["kind"]
-    engine_dir = bundle.directory / "engines" / record["name"]
-    if kind == "onnxruntime":
-        shutil.copyfile(engine_dir / "model.onnx", version_dir / "model.onnx")
-        return PlacedEngine("onnxruntime", onnx_io(version_dir / "model.onnx"), f"bundle engine {record['name']}")
-    if kind == "openvino":
-        return _place_openvino(engine_dir, record, version_dir)
-    if kind == "tensorrt":
-        return _place_tensorrt(bundle, record, version_dir, max_batch_size)
+    """Write the engine for `record` into `version_dir` (Triton's `<model>/1/`): by a placer for its kind
+    when Triton has a backend for it, else as ONNX from the weights."""
+    placer = PLACERS.get(record["kind"], _place_from_weights)
+    return placer(bundle, record, version_dir, max_batch_size)
+
+
+def _place_onnx(bundle: Bundle, record: dict[str, Any], version_dir: Path, max_batch_size: int) -> PlacedEngine:
+    shutil.copyfile(bundle.directory / "engines" / record["name"] / "model.onnx", version_dir / "model.onnx")
+    return PlacedEngine("onnxruntime", onnx_io(version_dir / "model.onnx"), f"bundle engine {record['name']}")
+
+
+def _place_from_weights(bundle: Bundle, record: dict[str, Any], version_dir: Path, max_batch_size: int) -> PlacedEngine:
     from project.deploy.backends.onnxruntime import export_onnx
 
     (version_dir / "model.onnx").write_bytes(export_onnx(bundle.net(), example_batch(bundle)))
     note = (
-        f"the bundle's engine {record['name']!r} ({kind}) has no Triton backend: exported the bundle's fp32 "
-        "weights to ONNX for Triton's onnxruntime backend instead"
+        f"the bundle's engine {record['name']!r} ({record['kind']}) has no Triton backend: exported the bundle's "
+        "fp32 weights to ONNX for Triton's onnxruntime backend instead"
     )
     return PlacedEngine("onnxruntime", onnx_io(version_dir / "model.onnx"), "ONNX exported from the weights", note)
 
 
-def _place_openvino(engine_dir: Path, record: dict[str, Any], version_dir: Path) -> PlacedEngine:
+def _place_openvino(bundle: Bundle, record: dict[str, Any], version_dir: Path, max_batch_size: int) -> PlacedEngine:
     """The IR as the bundle holds it, with names given to unnamed tensors (Triton matches by name)."""
     import openvino as ov
 
-    model = ov.Core().read_model(str(engine_dir / "model.xml"))
+    model = ov.Core().read_model(str(bundle.directory / "engines" / record["name"] / "model.xml"))
     for prefix, ports in (("input", model.inputs), ("logits", model.outputs)):
         for i, port in enumerate(ports):
             if not port.get_names():
@@ -95,7 +97,7 @@ def _place_tensorrt(  # pragma: no cover - needs an NVIDIA GPU with TensorRT (te
     (The bundle's own `model.ep` is a Torch-TensorRT program, which Triton's tensorrt backend cannot load.)
     A plan only runs with the TensorRT version and GPU architecture it was built with: both are recorded."""
     from project.deploy.backends._util import batch_dim
-    from project.deploy.backends.tensorrt import DTYPES
+    from project.deploy.hardware import DTYPES
 
     if not torch.cuda.is_available():
         raise BundleError("a TensorRT plan is built on the GPU it will run on: run the export on that machine")
@@ -123,3 +125,11 @@ def _place_tensorrt(  # pragma: no cover - needs an NVIDIA GPU with TensorRT (te
     }
     return PlacedEngine("tensorrt", tensorrt_io(plan), f"bundle engine {record['name']} (rebuilt as a plan)",
                         built_for=built_for)  # fmt: skip
+
+
+# engine kind → how its file reaches Triton's own backend; kinds not listed go through ONNX from the weights
+PLACERS: dict[str, Callable[[Bundle, dict[str, Any], Path, int], PlacedEngine]] = {
+    "onnxruntime": _place_onnx,
+    "openvino": _place_openvino,
+    "tensorrt": _place_tensorrt,
+}

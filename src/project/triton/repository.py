@@ -54,10 +54,11 @@ def default_model_name(bundle: Bundle) -> str:
 
 def benchmarked_batches(bundle: Bundle, engine: str) -> list[int]:
     """Batch sizes the post-fit benchmark measured for `engine` (else for the chosen engine)."""
-    backends = (bundle.benchmark or {}).get("backends") or {}
-    entry = backends.get(engine) or backends.get((bundle.benchmark or {}).get("chosen"), {})
-    batches = entry.get("batches") if isinstance(entry, dict) else None
-    return sorted(int(b) for b in (batches or {}) if str(b).isdigit())
+    report = bundle.benchmark
+    if report is None:
+        return []
+    result = report.engines.get(engine) or report.engines.get(report.chosen or "")
+    return sorted(result.points) if result is not None and result.points else report.batch_sizes
 
 
 def _tensor(t: TensorInfo, labels: bool = False) -> dict[str, Any]:
