@@ -28,6 +28,7 @@ class PlacedEngine:
     note: str | None = None  # said to the user (e.g. "exported to ONNX because ...")
     parameters: dict[str, str] = field(default_factory=dict)  # backend parameters for config.pbtxt
     built_for: dict[str, Any] = field(default_factory=dict)  # TensorRT: version, GPU, precision
+    instance_kind: str = "KIND_CPU"  # where its instances run unless `triton.instance_kind` says otherwise
 
 
 def engine_record(bundle: Bundle, name: str | None) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def _place_tensorrt(  # pragma: no cover - needs an NVIDIA GPU with TensorRT (te
         "precision": precision,
     }
     return PlacedEngine("tensorrt", tensorrt_io(plan), f"bundle engine {record['name']} (rebuilt as a plan)",
-                        built_for=built_for)  # fmt: skip
+                        built_for=built_for, instance_kind="KIND_GPU")  # fmt: skip
 
 
 # engine kind → how its file reaches Triton's own backend; kinds not listed go through ONNX from the weights

@@ -75,7 +75,7 @@ def _header(lines: list[str]) -> str:
 
 
 def engine_config(name: str, placed: PlacedEngine, max_batch: int, preferred: list[int], s: TritonSettings) -> str:
-    kind = KINDS.get(s.instance_kind) or ("KIND_GPU" if placed.backend == "tensorrt" else "KIND_CPU")
+    kind = KINDS.get(s.instance_kind) or placed.instance_kind
     config = {
         "name": name,
         "backend": placed.backend,
