@@ -1,0 +1,136 @@
+"""`SupervisedServer`: LitServe with the process lifecycle a service manager expects.
+
+* SIGTERM or SIGINT to the main process (systemd, Docker, Kubernetes, Ctrl-C): the HTTP processes stop
+  accepting connections and drain the requests in flight for up to `shutdown_timeout` seconds, while the
+  inference workers still answer them; then the workers stop, and the process exits 0.
+* A worker (inference or HTTP) that dies is reported on one line and the whole server stops with exit
+  code 1, so the service manager restarts it: never half-alive.
+* Whatever happens, no child outlives the main process: everything left is terminated, then killed; and the
+  inference workers ask the kernel for SIGTERM should the main process die by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import litserve as ls
+import psutil
+
+log = logging.getLogger(__name__)
+
+
+class ShutdownRequested(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM/SIGINT (a KeyboardInterrupt, so LitServe's run loop ends)."""
+
+
+class SupervisedServer(ls.LitServer):
+    def __init__(self, *args: Any, shutdown_timeout: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.uvicorn_graceful_timeout = float(shutdown_timeout)  # uvicorn's own drain limit too
+        self._monitor_workers = False  # LitServe's monitor shuts down from its thread; ours signals main
+        self.failure: str | None = None
+        self._main_pid = os.getpid()
+        self._stopping = threading.Event()
+        self._uvicorn_workers: dict[Any, Any] = {}
+        self.inference_workers: list[Any] = []
+
+    # --- signals ---------------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._main_pid:  # inherited by a forked HTTP process before uvicorn's own handlers
+            raise SystemExit(0)
+        if self._stopping.is_set():
+            return  # already draining; the drain is bounded by shutdown_timeout
+        self._stopping.set()
+        if self.failure is None:
+            log.warning(
+                "%s: draining requests in flight (up to %g s), then stopping",
+                signal.Signals(signum).name,
+                self.uvicorn_graceful_timeout,
+            )
+        raise ShutdownRequested
+
+    def run(self, *args: Any, **kwargs: Any) -> int:
+        """Serve until a signal or a dead worker; the exit code: 0 after a requested stop, 1 after a failure."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            super().run(*args, **kwargs)
+        except ShutdownRequested:
+            pass  # a signal before LitServe's own try block (workers still starting): cleaned up below
+        except RuntimeError as exc:  # LitServe: a worker failed to start (its traceback is above)
+            self.failure = self.failure or f"server failed to start: {exc}"
+        finally:
+            for s in previous:
+                signal.signal(s, signal.SIG_IGN)  # the cleanup below must not be interrupted
+            self._stopping.set()
+            self._reap_children()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if self.failure:
+            log.error("%s", self.failure)
+            return 1
+        return 0
+
+    # --- LitServe hooks --------------------------------------------------------------------------------
+    def _start_server(self, port, num_uvicorn_servers, log_level, sockets, uvicorn_worker_type, **kwargs):
+        self._uvicorn_workers = super()._start_server(
+            port, num_uvicorn_servers, log_level, sockets, uvicorn_worker_type, **kwargs
+        )
+        for sock in sockets:  # the HTTP processes hold their copies: once they stop, the port refuses
+            sock.close()
+        threading.Thread(target=self._watch_workers, daemon=True, name="worker-watch").start()
+        return self._uvicorn_workers
+
+    def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason: str = "normal") -> None:
+        """HTTP processes first (they stop accepting and drain while the inference workers still answer),
+        then the inference workers, then LitServe's queue manager."""
+        for worker in uvicorn_workers.values():
+            with contextlib.suppress(Exception):
+                if worker.is_alive():
+                    worker.terminate()  # SIGTERM: uvicorn's graceful shutdown
+        deadline = time.monotonic() + self.uvicorn_graceful_timeout + 5
+        for worker in uvicorn_workers.values():
+            with contextlib.suppress(Exception):
+                worker.join(timeout=max(deadline - time.monotonic(), 0.1))
+        with contextlib.suppress(Exception):
+            self._transport.close(send_sentinel=False)
+        for worker in self.inference_workers:
+            with contextlib.suppress(Exception):
+                worker.terminate()
+        for worker in self.inference_workers:
+            with contextlib.suppress(Exception):
+                worker.join(timeout=5)
+        with contextlib.suppress(Exception):
+            manager.shutdown()
+
+    # --- watching and reaping --------------------------------------------------------------------------
+    def _watch_workers(self) -> None:
+        while not self._stopping.wait(0.5):
+            named = [("inference worker", w) for w in self.inference_workers]
+            named += [("HTTP process", w) for w in self._uvicorn_workers.values()]
+            for kind, worker in named:
+                if not worker.is_alive() and not self._stopping.is_set():
+                    self.failure = (
+                        f"error: {kind} (pid {worker.pid}) died with exit code {worker.exitcode}; "
+                        "stopping the server (exit 1) so that its supervisor restarts it"
+                    )
+                    log.error("%s", self.failure)
+                    os.kill(self._main_pid, signal.SIGTERM)  # interrupts the main thread's wait
+                    return
+
+    def _reap_children(self, grace_s: float = 5.0) -> None:
+        """Whatever is still running below this process: SIGTERM, then SIGKILL after `grace_s`."""
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=grace_s)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(alive, timeout=grace_s)
