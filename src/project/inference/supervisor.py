@@ -25,6 +25,12 @@ import psutil
 log = logging.getLogger(__name__)
 
 
+def _is_resource_tracker(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return any("resource_tracker" in part for part in process.cmdline())
+    return False
+
+
 class ShutdownRequested(KeyboardInterrupt):
     """Raised in the main thread by SIGTERM/SIGINT (a KeyboardInterrupt, so LitServe's run loop ends)."""
 
@@ -68,7 +74,9 @@ class SupervisedServer(ls.LitServer):
             for s in previous:
                 signal.signal(s, signal.SIG_IGN)  # the cleanup below must not be interrupted
             self._stopping.set()
+            started = time.monotonic()
             self._reap_children()
+            log.info("children reaped in %.1f s", time.monotonic() - started)
             for s, handler in previous.items():
                 signal.signal(s, handler)
         if self.failure:
@@ -89,6 +97,7 @@ class SupervisedServer(ls.LitServer):
     def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason: str = "normal") -> None:
         """HTTP processes first (they stop accepting and drain while the inference workers still answer),
         then the inference workers, then LitServe's queue manager."""
+        started = time.monotonic()
         for worker in uvicorn_workers.values():
             with contextlib.suppress(Exception):
                 if worker.is_alive():
@@ -97,6 +106,7 @@ class SupervisedServer(ls.LitServer):
         for worker in uvicorn_workers.values():
             with contextlib.suppress(Exception):
                 worker.join(timeout=max(deadline - time.monotonic(), 0.1))
+        log.info("HTTP processes stopped after %.1f s", time.monotonic() - started)
         with contextlib.suppress(Exception):
             self._transport.close(send_sentinel=False)
         for worker in self.inference_workers:
@@ -107,6 +117,7 @@ class SupervisedServer(ls.LitServer):
                 worker.join(timeout=5)
         with contextlib.suppress(Exception):
             manager.shutdown()
+        log.info("stopped in %.1f s", time.monotonic() - started)
 
     # --- watching and reaping --------------------------------------------------------------------------
     def _watch_workers(self) -> None:
@@ -125,7 +136,8 @@ class SupervisedServer(ls.LitServer):
 
     def _reap_children(self, grace_s: float = 5.0) -> None:
         """Whatever is still running below this process: SIGTERM, then SIGKILL after `grace_s`."""
-        children = psutil.Process().children(recursive=True)
+        # multiprocessing's resource tracker ignores SIGTERM by design and exits once this process has
+        children = [c for c in psutil.Process().children(recursive=True) if not _is_resource_tracker(c)]
         for child in children:
             with contextlib.suppress(psutil.Error):
                 child.terminate()
