@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 
 import litserve as ls
 import psutil
+from litserve.transport.factory import create_transport_from_config
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,22 @@ class SupervisedServer(ls.LitServer):
         return 0
 
     # --- LitServe hooks --------------------------------------------------------------------------------
+    def _init_manager(self, num_api_servers: int) -> Any:
+        """LitServe's, with its queue manager *spawned*: a forked one would inherit the listening socket
+        and keep the port accepting (into a queue nobody serves) while the HTTP processes drain."""
+        manager = multiprocessing.get_context("spawn").Manager()
+        self.transport_config.manager = manager
+        self.transport_config.num_consumers = num_api_servers
+        self.workers_setup_status = manager.dict()
+        self._shutdown_event = manager.Event()
+        for lit_api in self.litapi_connector:
+            self.litapi_request_queues[lit_api.api_path] = manager.Queue()
+        if self._logger_connector._loggers:
+            self.logger_queue = manager.Queue()
+        self._logger_connector.run(self)
+        self._transport = create_transport_from_config(self.transport_config)
+        return manager
+
     def _start_server(self, port, num_uvicorn_servers, log_level, sockets, uvicorn_worker_type, **kwargs):
         self._uvicorn_workers = super()._start_server(
             port, num_uvicorn_servers, log_level, sockets, uvicorn_worker_type, **kwargs
