@@ -77,7 +77,8 @@ def test_signal_drains_the_request_in_flight_then_everything_exits(
 def test_a_killed_worker_stops_the_server_with_exit_1(digits_bundle: Path, tmp_path: Path) -> None:
     with serving(digits_bundle, tmp_path / "run") as server:
         processes = tree(server.proc.pid)
-        workers = [p for p in processes[1:] if any("libtorch" in m.path for m in p.memory_maps())]  # not the manager
+        spawned = [p for p in processes if "spawn_main" in " ".join(p.cmdline())]  # the worker and LitServe's manager
+        workers = [p for p in spawned if any("libtorch" in m.path for m in p.memory_maps())]
         assert len(workers) == 1, [p.cmdline() for p in processes]
         workers[0].kill()
         assert server.proc.wait(timeout=60) == 1, server.output()[-3000:]
