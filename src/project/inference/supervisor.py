@@ -78,7 +78,7 @@ class SupervisedServer(ls.LitServer):
             self._stopping.set()
             started = time.monotonic()
             self._reap_children()
-            log.info("children reaped in %.1f s", time.monotonic() - started)
+            log.debug("children reaped in %.1f s", time.monotonic() - started)
             for s, handler in previous.items():
                 signal.signal(s, handler)
         if self.failure:
