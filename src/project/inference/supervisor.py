@@ -66,6 +66,8 @@ class SupervisedServer(ls.LitServer):
     def run(self, *args: Any, **kwargs: Any) -> int:
         """Serve until a signal or a dead worker; the exit code: 0 after a requested stop, 1 after a failure."""
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        # from the start: a worker that dies while loading the model would leave LitServe waiting forever
+        threading.Thread(target=self._watch_workers, daemon=True, name="worker-watch").start()
         try:
             super().run(*args, **kwargs)
         except ShutdownRequested:
@@ -91,6 +93,7 @@ class SupervisedServer(ls.LitServer):
         """LitServe's, with its queue manager *spawned*: a forked one would inherit the listening socket
         and keep the port accepting (into a queue nobody serves) while the HTTP processes drain."""
         manager = multiprocessing.get_context("spawn").Manager()
+        self._manager_process = manager._process  # watched like the workers
         self.transport_config.manager = manager
         self.transport_config.num_consumers = num_api_servers
         self.workers_setup_status = manager.dict()
@@ -109,7 +112,6 @@ class SupervisedServer(ls.LitServer):
         )
         for sock in sockets:  # the HTTP processes hold their copies: once they stop, the port refuses
             sock.close()
-        threading.Thread(target=self._watch_workers, daemon=True, name="worker-watch").start()
         return self._uvicorn_workers
 
     def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason: str = "normal") -> None:
@@ -140,8 +142,9 @@ class SupervisedServer(ls.LitServer):
     # --- watching and reaping --------------------------------------------------------------------------
     def _watch_workers(self) -> None:
         while not self._stopping.wait(0.5):
-            named = [("inference worker", w) for w in self.inference_workers]
+            named = [("inference worker", w) for w in list(self.inference_workers)]
             named += [("HTTP process", w) for w in self._uvicorn_workers.values()]
+            named += [("queue manager", w) for w in [getattr(self, "_manager_process", None)] if w is not None]
             for kind, worker in named:
                 if not worker.is_alive() and not self._stopping.is_set():
                     self.failure = (
