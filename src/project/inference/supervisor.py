@@ -72,8 +72,11 @@ class SupervisedServer(ls.LitServer):
             super().run(*args, **kwargs)
         except ShutdownRequested:
             pass  # a signal before LitServe's own try block (workers still starting): cleaned up below
-        except RuntimeError as exc:  # LitServe: a worker failed to start (its traceback is above)
-            self.failure = self.failure or f"server failed to start: {exc}"
+        except Exception as exc:  # e.g. LitServe: a worker failed to start; its queue manager died (EOFError)
+            log.debug("server stopped on an exception", exc_info=True)
+            if self.failure is None:
+                self.failure = f"error: server stopped: {type(exc).__name__}: {exc}".rstrip(": ")
+                log.error("%s", self.failure)
         finally:
             for s in previous:
                 signal.signal(s, signal.SIG_IGN)  # the cleanup below must not be interrupted
@@ -83,10 +86,7 @@ class SupervisedServer(ls.LitServer):
             log.debug("children reaped in %.1f s", time.monotonic() - started)
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        if self.failure:
-            log.error("%s", self.failure)
-            return 1
-        return 0
+        return 1 if self.failure else 0
 
     # --- LitServe hooks --------------------------------------------------------------------------------
     def _init_manager(self, num_api_servers: int) -> Any:
