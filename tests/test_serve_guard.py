@@ -118,3 +118,12 @@ def test_requests_past_the_timeout_get_504_and_the_cap_holds(slow_app: str) -> N
     with ThreadPoolExecutor(4) as pool:
         statuses = sorted(pool.map(lambda _: httpx.post(f"{slow_app}/predict", timeout=30).status_code, range(4)))
     assert statuses == [503, 503, 504, 504]
+
+
+def test_serve_config_asks_for_no_run_folder() -> None:
+    from tests.conftest import compose_with_hydra
+
+    quiet = compose_with_hydra(["bundle=x"], name="serve").hydra
+    assert quiet.output_subdir is None and quiet.run.dir == "." and not quiet.job.chdir
+    assert "file" not in quiet.job_logging.handlers  # no log file either
+    assert compose_with_hydra(["bundle=x", "hydra=default"], name="serve").hydra.output_subdir == ".hydra"
