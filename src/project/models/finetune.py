@@ -40,11 +40,11 @@ def apply_lr_scales(optimizer: Any) -> None:
 
 
 def set_backbone_frozen(net: nn.Module, frozen: bool) -> None:
-    """Frozen: no gradients and eval mode (BatchNorm statistics and dropout stay as pretrained)."""
+    """Frozen: no gradients and eval mode (BatchNorm statistics and dropout stay as pretrained); unfrozen:
+    gradients and train mode again (Lightning keeps each submodule's mode across validation)."""
     backbone = backbone_of(net)
     if backbone is None:
         return
     for p in backbone.parameters():
         p.requires_grad_(not frozen)
-    if frozen:
-        backbone.eval()
+    backbone.train(not frozen)

@@ -77,6 +77,7 @@ class HFBackbone(nn.Module):
         else:
             raise UserError("model.net.name is not set: give a hub id (microsoft/resnet-50) or a local folder")
         self.model.config.return_dict = True
+        self.model.train()  # from_pretrained returns eval mode; the Trainer and callers set modes themselves
         self.channels = int(getattr(self.model.config, "num_channels", 3))
 
     @property
