@@ -79,7 +79,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(with_data_classes(cfg, datamodule).model)
+    model: L.LightningModule = instantiate(cfg.model)
     trainer = build_trainer(cfg, extra_callbacks=extra_callbacks)
     log_config(trainer, cfg)
 
@@ -96,19 +96,6 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
         metrics.update(metrics_dict(trainer.callback_metrics))
     test_report = getattr(model, "test_report", None)
     return {"metrics": metrics, "best_checkpoint": best, "trainer": trainer, "test_report": test_report}
-
-
-def with_data_classes(cfg: DictConfig, datamodule: Any) -> DictConfig:
-    """`cfg` with `model.num_classes` set to the data set's class count (when the data module knows it),
-    so a model config fits any data set; the nets read it through `${model.num_classes}`."""
-    try:
-        classes = int(getattr(datamodule, "num_classes", 0) or 0)
-    except Exception:  # a data module that must be set up first: keep the configured value
-        classes = 0
-    if classes and "num_classes" in cfg.model and cfg.model.num_classes != classes:
-        log.info("model.num_classes=%s from the data set (was %s)", classes, cfg.model.num_classes)
-        cfg.model.num_classes = classes  # in place: the logged and saved config says what was trained
-    return cfg
 
 
 def objective_value(cfg: DictConfig, metrics: Mapping[str, float]) -> float | None:
