@@ -131,11 +131,11 @@ def test_engine_in_the_repository_gives_the_predictors_logits(bundle: Path, digi
     import onnxruntime as ort
 
     run_export(bundle, tmp_path / "repo", "triton.engine=eager", "triton.ensemble=false")
-    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["digitscnn"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["digits_cnn"]
     paths = save_pngs(tmp_path / "png", *digit_samples(digits_model[1], 20))
     predictor = Predictor.load(bundle, backend="eager")
     batch = predictor.preprocess(paths)
-    session = ort.InferenceSession(str(tmp_path / "repo" / "digitscnn" / "1" / "model.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "repo" / "digits_cnn" / "1" / "model.onnx"))
     logits = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(logits), predictor.logits(batch), atol=1e-4, rtol=1e-4)
 
@@ -192,7 +192,7 @@ def test_cli_writes_the_repository_and_refuses_bad_options(bundle: Path, tmp_pat
     out = tmp_path / "models"
     proc = run_cli("export", f"bundle={bundle}", "format=triton", f"out={out}", log_dir=tmp_path / "logs")
     assert "wrote Triton model repository" in proc.stderr and "onnxruntime backend" in proc.stderr
-    assert (out / "digitscnn" / "1" / "model.onnx").is_file() and not (tmp_path / "logs").exists()
+    assert (out / "digits_cnn" / "1" / "model.onnx").is_file() and not (tmp_path / "logs").exists()
     cases = {
         "already has model": [f"out={out}"],
         "format=onnx is not known": [f"out={tmp_path}/x", "format=onnx"],
@@ -219,7 +219,7 @@ def test_tensorrt_plan_records_version_and_gpu(digits_model, tmp_path: Path) -> 
     ]
     bundle = write_bundle(tmp_path / "deploy", net, NET_CONFIG, data.input_spec(), engines)
     result = run_export(bundle, tmp_path / "repo")
-    config = parse(tmp_path / "repo" / "digitscnn" / "config.pbtxt")
-    assert config.backend == "tensorrt" and (tmp_path / "repo" / "digitscnn" / "1" / "model.plan").is_file()
+    config = parse(tmp_path / "repo" / "digits_cnn" / "config.pbtxt")
+    assert config.backend == "tensorrt" and (tmp_path / "repo" / "digits_cnn" / "1" / "model.plan").is_file()
     assert result["built_for"]["gpu"] == torch.cuda.get_device_name() and result["built_for"]["tensorrt"]
     assert list(config.input[0].dims) == [1, 8, 8]

@@ -10,7 +10,6 @@ measured ones), tensor names and dims from the engine file itself."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 class TritonSettings:
     """`conf/export.yaml` → `triton:`."""
 
-    model_name: str | None = None  # null: the network's class name, lower case
+    model_name: str | None = None  # null: the bundle's model name (as served over V2)
     engine: str | None = None  # a bundle engine name; null: the one the deploy step chose
     max_batch_size: int | None = None  # null: the largest benchmarked batch (64 without a benchmark)
     max_queue_delay_us: int = 2000
@@ -45,11 +44,6 @@ class TritonSettings:
     preprocess_instances: int = 1
     ensemble: bool = True
     overwrite: bool = False
-
-
-def default_model_name(bundle: Bundle) -> str:
-    target = str(bundle.net_config.get("_target_", "model"))
-    return re.sub(r"[^a-z0-9_]+", "_", target.rsplit(".", 1)[-1].lower()).strip("_") or "model"
 
 
 def benchmarked_batches(bundle: Bundle, engine: str) -> list[int]:
@@ -157,7 +151,7 @@ def _write_preprocess(folder: Path, bundle: Bundle) -> None:
 def write_repository(bundle: Bundle, out: str | Path, s: TritonSettings) -> dict[str, Any]:
     """Write the models into `out` (other models already there are left alone); returns what was written."""
     out = Path(out)
-    name = s.model_name or default_model_name(bundle)
+    name = s.model_name or bundle.model_name
     names = {"engine": name, "preprocess": f"{name}_preprocess", "ensemble": f"{name}_ensemble"}
     if not s.ensemble:
         names = {"engine": name}
