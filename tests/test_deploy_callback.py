@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from project import run
+from project.data.augment import normalize
 from project.data.digits import DigitsDataModule
 from project.deploy.bundle import Bundle
 from project.deploy.checkpoint import load_net
@@ -62,7 +63,7 @@ def test_default_train_ships_a_verified_engine(trained_default: Path) -> None:
     # real digits (an int8 engine is calibrated for them; on random noise its answers mean nothing)
     data = DigitsDataModule(val_size=180)
     data.setup()
-    x = data.preprocess(data.splits["test"][0][:70])
+    x = normalize(data.splits["test"][0][:70], spec["mean"], spec["std"])  # as the run's data config did
     assert list(x.shape[1:]) == [spec["channels"], spec["height"], spec["width"]]
     with torch.inference_mode():
         assert (engine(x).argmax(1) == net(x).argmax(1)).float().mean() >= 0.95
