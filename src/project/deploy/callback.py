@@ -17,8 +17,10 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from project.deploy.checkpoint import best_checkpoint, load_net
+from project.deploy.isolated import run_isolated
 from project.deploy.parity import ParityData, parity_from_loader
 from project.deploy.pipeline import run_pipeline
+from project.deploy.report import log_to_loggers
 from project.deploy.results import BenchmarkReport
 from project.deploy.settings import DeploySettings
 
@@ -65,8 +67,13 @@ class DeployCallback(Callback):
         log.info("deploy: post-fit step on %s", checkpoint)
         start = time.perf_counter()
         try:
-            net, net_config, input_spec = load_net(checkpoint)
             data = parity_data_from_test_split(trainer, settings.parity_max_samples)
+            if settings.isolate:  # a fresh process: figures untouched by what training left running
+                self.report = run_isolated(checkpoint, settings, output_dir, data)
+                log_to_loggers(self.report, trainer.loggers)
+                log.info("deploy: post-fit step done in %.1f s", time.perf_counter() - start)
+                return
+            net, net_config, input_spec = load_net(checkpoint)
             self.report = run_pipeline(
                 net,
                 net_config,
