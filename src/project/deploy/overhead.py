@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from project.deploy.backends import Backend
@@ -24,13 +25,16 @@ SUFFIX = " (bare library)"
 
 
 def with_bare_sessions(
-    built: Mapping[str, tuple[Backend, Engine]], work: Path, net: nn.Module, threads: int
+    built: Mapping[str, tuple[Backend, Engine]], work: Path, net: nn.Module, threads: int, device: torch.device
 ) -> dict[str, Engine]:
     """The engines in order, each followed by its bare session where the backend has one (built from the
-    roundtrip folder `work/<name>`); a bare session that cannot be built is logged and left out."""
+    roundtrip folder `work/<name>`); a bare session that cannot be built is logged and left out. Bare
+    sessions take CPU tensors, so engines that run on an accelerator get none."""
     engines: dict[str, Engine] = {}
     for name, (backend, engine) in built.items():
         engines[name] = engine
+        if backend.runs_on_device and device.type != "cpu":
+            continue
         try:
             bare = backend.bare(work / name, copy.deepcopy(net), threads)
         except Exception as exc:

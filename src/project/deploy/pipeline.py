@@ -235,7 +235,7 @@ def run_pipeline(
         # time, choose, write
         engines = {name: engine for name, (_, engine) in built.items()}
         if settings.bare and settings.roundtrip:  # each library's own session beside its engine
-            engines = with_bare_sessions(built, work, net, threads)
+            engines = with_bare_sessions(built, work, net, threads, run.device)
         time_and_rank(report, engines, run)
         if settings.bundle and report.chosen is not None:
             ship_bundle(report, built, net, net_config, input_spec, output_dir, settings, run.progress)
