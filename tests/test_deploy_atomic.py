@@ -25,18 +25,14 @@ from project.deploy.bundle import BundleError
 from project.deploy.results import BenchmarkReport
 from project.deploy.settings import DeploySettings
 from project.inference.predictor import Predictor
-from tests.conftest import run_cli, run_folder
 
-QUICK = ["deploy.timing.min_duration_s=0.05", "deploy.timing.min_iters=3", "deploy.plot=false"]
 BACKENDS = ["eager", "onnxruntime", "openvino"]
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A short real training run with its post-fit step done: checkpoint, benchmark.json, deploy/."""
-    log_dir = tmp_path_factory.mktemp("atomic_run")
-    args = ["debug=limit", "extras.print_config=false", f"deploy.backends=[{','.join(BACKENDS)}]", *QUICK]
-    return run_folder(run_cli("train", *args, log_dir=log_dir))
+@pytest.fixture
+def quick_run(trained_default: Path) -> Path:
+    """The suite's one real default run (shared): checkpoint, benchmark.json, deploy/. Copied, never changed."""
+    return trained_default
 
 
 def start_step(folder: Path) -> subprocess.Popen:
