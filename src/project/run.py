@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from project.config import UserError
+from project.data.fit import fit_model_to_data
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    fit_model_to_data(cfg.get("model"), datamodule)  # a user's folder decides the class count
     model: L.LightningModule = instantiate(cfg.model)
     trainer = build_trainer(cfg, extra_callbacks=extra_callbacks)
     log_config(trainer, cfg)
