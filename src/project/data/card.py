@@ -115,7 +115,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"Train mean {card['mean']}, std {card['std']} (per channel, [0, 1] scale).", ""]
-    lines += _table(["class", *SPLITS], [[c, *(per_class[s][c] for s in SPLITS)] for c in card["classes"]]) + [""]
+    lines += [*_table(["class", *SPLITS], [[c, *(per_class[s][c] for s in SPLITS)] for c in card["classes"]]), ""]
     for title, key in (("Original sizes (longer side)", "original_sizes"), ("Modes", "modes"), ("Formats", "formats")):
         lines += [f"**{title}:** " + ", ".join(f"{k} {v}" for k, v in card[key].items()), ""]
     lines += [f"## Skipped files ({len(card['skipped'])})", ""]

@@ -162,10 +162,7 @@ def load_array(
 
 def as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     """`data.image_size`: one int (square) or [height, width]."""
-    if isinstance(image_size, int):
-        sizes = (image_size, image_size)
-    else:
-        sizes = tuple(int(s) for s in image_size)
+    sizes = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
     if len(sizes) != 2 or min(sizes) < 1:
         raise ValueError(f"image_size must be a positive int or [height, width], got {image_size}")
     return sizes  # type: ignore[return-value]

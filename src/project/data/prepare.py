@@ -248,6 +248,7 @@ def _log_summary(meta: dict[str, Any], summary: dict[str, Any], directory: Path)
     dup = summary["duplicates"]
     print(
         f"prepared {len(meta['class_names'])} classes ({sizes}); skipped {len(summary['skipped'])} bad file(s), "
-        f"{dup['cross_split_removed']} cross-split duplicate(s) removed from val/test; card: {directory / 'data_card.md'}",
+        f"{dup['cross_split_removed']} cross-split duplicate(s) removed from val/test; "
+        f"card: {directory / 'data_card.md'}",
         flush=True,
     )

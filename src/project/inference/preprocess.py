@@ -2,8 +2,9 @@
 
 Every input kind (file path, encoded bytes, PIL image, numpy array, tensor) is brought to a PIL image
 first and then through one path (mode conversion, resize, uint8 CHW: `project.data.images`, the very
-functions data preparation uses), so the same picture gives the same tensor whichever way it arrives. Normalisation is `project.data.augment.normalize`, the very
-function training uses, so training and inference cannot drift apart.
+functions data preparation uses), so the same picture gives the same tensor whichever way it arrives.
+Normalisation is `project.data.augment.normalize`, the very function training uses, so training and
+inference cannot drift apart.
 
 Anything that is not a usable image raises `InvalidInput`, one error type with a message that says
 what was wrong, so callers (CLI, server) can record it per item and carry on.
