@@ -23,12 +23,15 @@ def write(path: Path, image: Image.Image, **save_kwargs) -> Path:
     return path
 
 
-def class_folder(root: Path, per_class: int = 6, classes: dict | None = None, size=(24, 18), ext=".png") -> Path:
-    """root/<class>/<i>.png for each colour class; odd images in a nested folder."""
+def class_folder(
+    root: Path, per_class: int = 6, classes: dict | None = None, size=(24, 18), ext=".png", seed: int = 0
+) -> Path:
+    """root/<class>/<i>.png for each colour class; odd images in a nested folder. Another `seed` makes
+    other pixels (the same seed twice makes byte-identical files)."""
     for c, (name, colour) in enumerate((classes or COLOURS).items()):
         for i in range(per_class):
             sub = "nested/deeper" if i % 2 else ""
-            write(root / name / sub / f"img {i}{ext}", noisy(colour, size, seed=100 * c + i))
+            write(root / name / sub / f"img {i}{ext}", noisy(colour, size, seed=seed + 100 * c + i))
     return root
 
 
