@@ -4,14 +4,14 @@ the prepared set is current) and print where the set and its data card are."""
 from __future__ import annotations
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from project.config import UserError, config_dir, exit_on_user_error
+from project.data.from_run import build_datamodule
 
 
 def prepare(cfg: DictConfig) -> dict:
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     if not hasattr(datamodule, "prepared"):
         raise UserError(f"{cfg.data.get('_target_')} needs no preparation: use data=image_folder or data=image_csv")
     meta = datamodule.prepared()

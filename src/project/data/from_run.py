@@ -68,5 +68,8 @@ def build_datamodule(data_cfg: DictConfig) -> Any:
         cause = exc.__cause__
         if isinstance(cause, UserError):
             raise cause from None
+        if isinstance(cause, MissingMandatoryValue):
+            key = getattr(cause, "full_key", None) or "a data key"
+            raise UserError(f"{key} is required (it is ??? in the config): pass {key}=VALUE") from None
         reason = str(cause or exc).splitlines()[0]
         raise UserError(f"data config {data_cfg.get('_target_')} cannot be built: {reason}") from None

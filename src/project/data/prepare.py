@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -70,7 +71,8 @@ def default_prepared_dir(source: Path, data_dir: str | Path) -> Path:
     """`<data_dir>/prepared/<source name>-<hash of its absolute path>`: one set per source, never beside
     the user's photos (their folder may be read-only or synced)."""
     digest = hashlib.sha256(str(source).encode()).hexdigest()[:10]
-    return Path(data_dir).expanduser().absolute() / "prepared" / f"{source.stem or 'images'}-{digest}"
+    name = re.sub(r"[^\w.-]+", "_", source.stem).strip("_") or "images"
+    return Path(data_dir).expanduser().absolute() / "prepared" / f"{name}-{digest}"
 
 
 def scan_source(source: Path, is_csv: bool) -> Scan:
