@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -181,7 +182,9 @@ def _build(
     try:
         shape = (len(scan.entries), settings.channels, *settings.image_size)
         candidates = np.lib.format.open_memmap(tmp / "candidates.npy", mode="w+", dtype=np.uint8, shape=shape)
-        records = decode_all(scan.entries, settings, candidates, fail_fast=on_bad_file == "fail")
+        started = time.perf_counter()
+        records = decode_all(scan.entries, settings, candidates, fail_fast=on_bad_file == "fail", workers=workers)
+        decode_seconds = time.perf_counter() - started
         # split only the readable images, so a bad file never takes a val/test place
         readable = [e for e, r in zip(scan.entries, records, strict=True) if not r["reason"]]
         assign_splits(readable, settings.val_fraction, settings.test_fraction, settings.split_seed)
@@ -214,8 +217,10 @@ def _build(
             "counts": counts,
             "mean": mean,
             "std": std,
+            "seconds": {"decode": round(decode_seconds, 3)},
         }
         write_card(tmp, meta, summary, records, scan)
+        meta["seconds"]["total"] = round(time.perf_counter() - started, 3)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")  # last: its presence means complete
         _replace(tmp, directory)
     except BaseException:
