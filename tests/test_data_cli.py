@@ -48,11 +48,14 @@ def test_folder_to_predictions_with_the_real_cli(tmp_path: Path) -> None:
 
     train = run_cli(
         "train", *data, *common, "model=digits_tiny", "trainer.max_epochs=2",
-        "deploy.backends=[eager,onnxruntime]", "deploy.batch_sizes=[1]", log_dir=logs,
+        "deploy.backends=[eager,onnxruntime]", "deploy.batch_sizes=[1]", "logger=many", "data.sampler=balanced",
+        log_dir=logs,
     )  # fmt: skip
     run = run_folder(train)
     assert "preparing" not in train.stdout + train.stderr  # train reused the prepared set
     assert (run / "data_card" / "data_card.md").is_file() and (run / "data_card" / "samples.png").is_file()
+    media = run / "wandb" / "latest-run" / "files" / "media"
+    assert list((media / "images" / "data").glob("samples*.png")) and list((media / "table" / "data").iterdir())
     ckpt = read_metrics(run)["best_checkpoint"]
     assert json.loads((run / "deploy" / "classes.json").read_text()) == ["blue", "green", "red"]
 

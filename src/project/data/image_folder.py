@@ -65,6 +65,8 @@ class ImageFolderDataModule(TensorImageDataModule):
         )
         if (mean is None) != (std is None):
             raise UserError("give data.mean and data.std together (or neither: both then come from the data card)")
+        if mean is not None and (len(mean) != self.settings.channels or len(std) != self.settings.channels):
+            raise UserError(f"data.mean and data.std need {self.settings.channels} values each (data.channels)")
         placeholder = [0.5] * self.settings.channels
         super().__init__(mean=mean or placeholder, std=std or placeholder, split_seed=split_seed, **kwargs)
         directory = Path(prepared_dir) if prepared_dir else default_prepared_dir(self.source, data_dir)
