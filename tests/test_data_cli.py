@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from project.config import UserError
 from project.data.augment import normalize
+from project.data.from_run import build_datamodule
 from project.deploy.checkpoint import load_net
 from tests.conftest import read_metrics, run_cli, run_folder
 from tests.image_files import class_folder, exif_rotated_jpeg
@@ -86,11 +89,13 @@ def test_folder_to_predictions_with_the_real_cli(tmp_path: Path) -> None:
         assert abs(prediction["score"] - float(probs.max())) < 1e-4, relpath
 
 
-def test_data_mistakes_are_one_line(tmp_path: Path) -> None:
+def test_data_mistakes_are_one_line(tmp_path: Path, compose_cfg) -> None:
+    with pytest.raises(UserError, match=r"data\.root is required"):
+        build_datamodule(compose_cfg("prepare").data)
+    with pytest.raises(UserError, match=r"data\.resize=.squash. must be one of"):
+        build_datamodule(compose_cfg("train", ["data=image_folder", "data.root=x", "data.resize=squash"]).data)
     missing = run_cli("prepare", f"data.root={tmp_path / 'nowhere'}", log_dir=tmp_path, check=False)
     assert missing.returncode == 2 and "is not a folder" in missing.stderr and "Traceback" not in missing.stderr
-    unset = run_cli("prepare", log_dir=tmp_path, check=False)
-    assert unset.returncode == 2 and "data.root is required" in unset.stderr
     photos = class_folder(tmp_path / "imgs", per_class=1)
     (photos / "red" / "broken.png").write_bytes(b"\x89PNG broken")
     failed = run_cli(
