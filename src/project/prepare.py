@@ -6,7 +6,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from project.config import UserError, config_dir, exit_on_user_error
+from project.config import UserError, config_dir, exits_on_user_error
 from project.data.from_run import build_datamodule
 
 
@@ -19,11 +19,9 @@ def prepare(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="prepare")
+@exits_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        meta = prepare(cfg)
-    except UserError as err:
-        exit_on_user_error(err)
+    meta = prepare(cfg)
     sizes = ", ".join(f"{split} {sum(counts.values())}" for split, counts in meta["counts"].items())
     print(f"classes: {', '.join(meta['class_names'])}")
     print(f"images: {sizes}; mean {meta['mean']}, std {meta['std']}")

@@ -10,13 +10,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from project import run
-from project.config import UserError, config_dir, exit_on_user_error
+from project.config import config_dir, exits_on_user_error
 from project.distributed.ranks import is_rank_zero
 from project.distributed.strategy import finish_job
 from project.tracking.wandb_setup import finish_on_exit
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+@exits_on_user_error
 def main(cfg: DictConfig) -> float | None:
     output_dir = HydraConfig.get().runtime.output_dir
     if cfg.extras.get("print_config", True) and is_rank_zero():  # DDP: one config tree, from rank 0
@@ -26,8 +27,6 @@ def main(cfg: DictConfig) -> float | None:
     with finish_on_exit():
         try:
             result = run.train(cfg)
-        except UserError as err:
-            exit_on_user_error(err)
         finally:
             finish_job()  # DDP: wait for this job's other ranks, end its process group (a no-op otherwise)
         if result["trainer"].is_global_zero:  # DDP: metrics.json and the summary from rank 0 only
