@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from project.config import UserError, plain
-from project.data.augment import BatchAugment, normalize
+from project.data.augment import BatchAugment, normalize, resize
 
 
 class TensorBatchLoader:
@@ -106,6 +106,7 @@ class TensorImageDataModule(L.LightningDataModule):
         augment: dict[str, Any] | None = None,
         channels_last: bool = False,
         data_on_device: bool = True,
+        image_size: int | Sequence[int] | None = None,
         sampler: str | None = None,
     ) -> None:
         super().__init__()
@@ -125,6 +126,7 @@ class TensorImageDataModule(L.LightningDataModule):
                 "augment": augment,
                 "channels_last": channels_last,
                 "data_on_device": data_on_device,
+                "image_size": plain(image_size),
                 "sampler": sampler,
             },
             logger=False,
@@ -142,8 +144,12 @@ class TensorImageDataModule(L.LightningDataModule):
     resize_policy = "stretch"
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.splits:
-            self.splits = self.load_splits()
+        if self.splits:
+            return
+        self.splits = self.load_splits()
+        if self.hparams.get("image_size"):  # e.g. a pretrained backbone's input size (`data.image_size`)
+            # a no-op (no copy) for splits already at that size, such as a prepared image folder
+            self.splits = {k: (resize(x, self.hparams.image_size), y) for k, (x, y) in self.splits.items()}
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """train/val/test as (uint8 images, int64 labels) tensors: val carved (seeded) from `load_arrays`'s
@@ -228,6 +234,12 @@ class TensorImageDataModule(L.LightningDataModule):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 batch → the normalised float batch the network takes."""
         return normalize(images, self.hparams.mean, self.hparams.std, self.hparams.channels_last)
+
+    def class_counts(self) -> list[int]:
+        """Training images per class (class-weighted loss, data card)."""
+        if not self.splits:
+            self.setup()
+        return torch.bincount(self.splits["train"][1], minlength=self.num_classes).tolist()
 
     @property
     def num_classes(self) -> int:
