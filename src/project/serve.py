@@ -60,11 +60,11 @@ def build_server(cfg: DictConfig) -> Any:
     from project.inference.request_parsing import API_PATH, ImageRequestMiddleware
     from project.inference.server import ClassifierAPI
     from project.inference.supervisor import SupervisedServer
-    from project.inference.v2_protocol import add_v2_routes, default_model_name, model_metadata
+    from project.inference.v2_protocol import add_v2_routes, model_metadata
 
     bundle = Bundle.open(find_bundle(cfg.bundle))  # verifies the manifest before any worker starts
     Preprocessor.from_spec(bundle.preprocessing)
-    model_name = str(cfg.get("model_name") or default_model_name(bundle.net_config))
+    model_name = str(cfg.get("model_name") or bundle.model_name)
     engine = bundle.info.get("chosen", "eager")
     chw = tuple(int(bundle.preprocessing[k]) for k in ("channels", "height", "width"))
     api = ClassifierAPI(

@@ -49,12 +49,6 @@ def error_response(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def default_model_name(net_config: Mapping[str, Any]) -> str:
-    """`project.models.nets.DigitsCNN` → `digits_cnn`: the bundle's network class, URL-safe."""
-    target = str(net_config.get("_target_", "model")).rsplit(".", 1)[-1]
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", target).lower() or "model"
-
-
 def model_metadata(name: str, spec: Mapping[str, Any], num_classes: int, engine: str) -> dict[str, Any]:
     c, h, w = (int(spec[k]) for k in ("channels", "height", "width"))
     return {
