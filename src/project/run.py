@@ -18,6 +18,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
+from project.data.fit import fit_model_to_data
+from project.data.from_run import build_datamodule
 from project.deploy.checkpoint import best_checkpoint
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     `project.tracking.wandb_setup.finish_on_exit` around the whole job."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule: L.LightningDataModule = build_datamodule(cfg.data)  # a config mistake: one line
+    fit_model_to_data(cfg.get("model"), datamodule)  # a user's folder decides the class count
     model: L.LightningModule = instantiate(cfg.model)
     trainer = build_trainer(cfg, extra_callbacks=extra_callbacks)
     log_config(trainer, cfg)
