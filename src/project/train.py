@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from project import run
@@ -14,13 +15,19 @@ from project.config import UserError, config_dir, exit_on_user_error
 from project.distributed.ranks import is_rank_zero
 from project.distributed.strategy import finish_job
 from project.tracking.wandb_setup import finish_on_exit
+from project.validation import check_command_line, validate_config
+
+# 128 + SIGTERM, what a shell reports for a process ended by the signal
+PREEMPTED_EXIT_CODE = 143
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     output_dir = HydraConfig.get().runtime.output_dir
+    validate_config(cfg)
     if cfg.extras.get("print_config", True) and is_rank_zero():  # DDP: one config tree, from rank 0
-        run.print_config_tree(cfg, save_to=output_dir)
+        # saved now; printed once the data is set up (run.PrintConfigTreeAfterSetup), so errors come last
+        run.print_config_tree(cfg, save_to=output_dir, show=False)
     # the W&B run stays open through training, testing and post-fit steps, and is finished here
     # (failed on any exception), so the next job of a sweep starts a run of its own
     with finish_on_exit():
@@ -28,6 +35,8 @@ def main(cfg: DictConfig) -> float | None:
             result = run.train(cfg)
         except UserError as err:
             exit_on_user_error(err)
+        except SIGTERMException:  # preempted: the checkpoint and the resume line are written
+            raise SystemExit(PREEMPTED_EXIT_CODE) from None
         finally:
             finish_job()  # DDP: wait for this job's other ranks, end its process group (a no-op otherwise)
         if result["trainer"].is_global_zero:  # DDP: metrics.json and the summary from rank 0 only
@@ -36,4 +45,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_command_line("train")
     main()

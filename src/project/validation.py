@@ -1,0 +1,294 @@
+"""Check a composed config before anything runs: every `_target_` node's keys and values against the
+signature and type hints of what it builds (as LightningCLI does with jsonargparse), and the project's own
+top-level settings against a small schema. A mistake is one line naming the key, exit 2.
+
+`check_command_line` also turns Hydra's composition errors (a misspelt key, an unknown group option) into
+one line with a suggestion. `HYDRA_FULL_ERROR=1` skips the translation and shows everything.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import re
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from project.config import UserError, config_dir
+
+# the project's own top-level settings of conf/train.yaml (the groups are `_target_` nodes, checked below)
+TRAIN_SETTINGS: dict[str, Any] = {
+    "task_name": str,
+    "tags": list[str] | None,
+    "seed": int | None,
+    "ckpt_path": str | None,
+    "train": bool,
+    "test": bool,
+    "optimized_metric": str | None,
+    "fail_fast": bool,
+    "extras": dict[str, bool] | None,
+    "paths": dict[str, str] | None,
+}
+_HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+
+
+class ConfigError(UserError):
+    """A config value or key that cannot work, found before the run starts."""
+
+
+# --- types ------------------------------------------------------------------------------------------
+def describe(annotation: Any) -> str:
+    """A type hint as a user reads it: `int`, `float or str`, `one of ['max', 'min']`."""
+    if annotation is type(None):
+        return "None"
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        parts = [describe(a) for a in typing.get_args(annotation) if a is not type(None)]
+        return " or ".join(dict.fromkeys(parts))
+    if origin is typing.Literal:
+        return f"one of {list(typing.get_args(annotation))}"
+    if origin is not None:
+        return getattr(origin, "__name__", str(origin))
+    return getattr(annotation, "__name__", str(annotation))
+
+
+@cache
+def _adapter(annotation: Any) -> Any:
+    from pydantic import ConfigDict, TypeAdapter
+
+    config = ConfigDict(arbitrary_types_allowed=True, coerce_numbers_to_str=True)
+    try:
+        return TypeAdapter(annotation, config=config)
+    except Exception:  # a hint pydantic cannot express (or one that carries its own config): not checked
+        try:
+            return TypeAdapter(annotation)
+        except Exception:
+            return None
+
+
+def type_error(annotation: Any, value: Any) -> str | None:
+    """Why `value` does not fit `annotation` (None if it does, or if the hint cannot be checked)."""
+    if annotation is inspect.Parameter.empty or isinstance(annotation, str) or annotation is Any:
+        return None
+    try:
+        adapter = _adapter(annotation)
+    except TypeError:  # unhashable hint
+        return None
+    if adapter is None:
+        return None
+    from pydantic import ValidationError
+
+    try:
+        adapter.validate_python(value)
+    except ValidationError:
+        return f"expected {describe(annotation)}, got {value!r}"
+    except Exception:
+        return None
+    return None
+
+
+# --- signatures -------------------------------------------------------------------------------------
+def _signature(func: Callable) -> inspect.Signature | None:
+    for eval_str in (True, False):
+        try:
+            return inspect.signature(func, eval_str=eval_str)
+        except Exception:
+            continue
+    return None
+
+
+def parameters(target: Callable) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The keyword parameters `target` accepts, and whether it takes any other keyword (`**kwargs` that
+    no base class `__init__` accounts for). A class's `**kwargs` are followed up its bases."""
+    params: dict[str, inspect.Parameter] = {}
+    chain = [c.__init__ for c in inspect.getmro(target) if "__init__" in vars(c)] if inspect.isclass(target) else []
+    for func in chain or [target]:
+        sig = _signature(func)
+        if sig is None:
+            return params, True
+        more = False
+        for name, p in sig.parameters.items():
+            if p.kind is p.VAR_KEYWORD:
+                more = True
+            elif p.kind is not p.VAR_POSITIONAL and name != "self":
+                params.setdefault(name, p)
+        if not more:
+            return params, False
+        if not _forwards_kwargs_to_super(func):
+            return params, True  # its **kwargs go elsewhere (e.g. to a wrapped object): anything goes
+    return params, True
+
+
+_SUPER_WITH_KWARGS = re.compile(r"super\(\)\.__init__\((?:[^()]|\([^()]*\))*\*\*\w+")
+
+
+def _forwards_kwargs_to_super(func: Callable) -> bool:
+    """Whether an `__init__(..., **kwargs)` passes them on to its base class (followed then), by its source."""
+    try:
+        return bool(_SUPER_WITH_KWARGS.search(inspect.getsource(func)))
+    except (OSError, TypeError):
+        return False
+
+
+def suggestion(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean `{match[0]}`?" if match else ""
+
+
+def _value(node: DictConfig, key: str) -> tuple[bool, Any]:
+    """The resolved value of `node[key]` as plain data; (False, None) when it cannot be resolved here
+    (e.g. `${hydra:runtime...}` outside a running job)."""
+    try:
+        value = node[key]
+        if isinstance(value, DictConfig | ListConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        return True, value
+    except Exception:
+        return False, None
+
+
+def check_target(node: DictConfig, path: str) -> Iterator[str]:
+    from hydra._internal.utils import _locate
+
+    name = node.get("_target_")
+    try:
+        target = _locate(str(name))
+    except Exception:
+        yield f"{path}._target_: cannot import {name!r}"
+        return
+    params, open_kwargs = parameters(target)
+    keys = [str(k) for k in node if not str(k).startswith("_")]
+    for key in keys:
+        if key not in params:
+            if not open_kwargs:
+                yield f"{path}.{key}: {name} has no setting `{key}`{suggestion(key, list(params))}"
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and "_target_" in child:
+            continue  # built by Hydra (checked on its own)
+        ok, value = _value(node, key)
+        if ok and (problem := type_error(params[key].annotation, value)):
+            yield f"{path}.{key}: {problem}"
+    if not node.get("_partial_", False) and "_args_" not in node:
+        required = [n for n, p in params.items() if p.default is p.empty and p.kind is not p.POSITIONAL_ONLY]
+        missing = [n for n in required if n not in keys]
+        if missing:
+            yield f"{path}: {name} needs {', '.join(missing)} (add {path}.{missing[0]}=...)"
+
+
+def config_errors(cfg: DictConfig, settings: dict[str, Any] | None = None) -> list[str]:
+    """Every problem found in `cfg` (the `hydra` node is Hydra's own and left out)."""
+    errors: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, DictConfig):
+            if "_target_" in node:
+                errors.extend(check_target(node, path))
+            for key in node:
+                if path == "" and key == "hydra":
+                    continue
+                child = node._get_node(key)
+                walk(child, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, ListConfig):
+            for i, item in enumerate(node._iter_ex(resolve=False)):
+                walk(item, f"{path}[{i}]")
+
+    walk(cfg, "")
+    for key, annotation in (settings or {}).items():
+        if key in cfg:
+            ok, value = _value(cfg, key)
+            if ok and (problem := type_error(annotation, value)):
+                errors.append(f"{key}: {problem}")
+    return errors
+
+
+def validate_config(cfg: DictConfig, settings: dict[str, Any] | None = TRAIN_SETTINGS) -> None:
+    """Raise `ConfigError` (one line: the first problem, and how many more) if `cfg` cannot work."""
+    errors = config_errors(cfg, settings)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(errors[0] + more)
+
+
+# --- the command line -------------------------------------------------------------------------------
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose(config_name, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _is_plain_run(args: list[str]) -> bool:
+    """Only plain `key=value` runs are pre-checked: flags (-m, --cfg, --help, -cn) and sweeps go to Hydra."""
+    if any(a.startswith("-") for a in args):
+        return False
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception:
+        return True  # a grammar error: composing reports it
+    return not any(o.is_sweep_override() for o in parsed)
+
+
+def explain_composition_error(config_name: str, overrides: list[str], exc: Exception) -> str:
+    """Hydra's multi-line composition error → one line with the fix."""
+    text = str(exc)
+    if m := re.search(r"Could not find '([^']+)/([^']+)'", text):
+        group, option = m.group(1), m.group(2)
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        if not options:
+            return f"{group}={option}: no such option in the config group `{group}`"
+        return f"{group}={option}: no such option; choose one of: {', '.join(options)}{suggestion(option, options)}"
+    if m := re.search(r"Could not override '([^']+)'", text):
+        key = m.group(1)
+        parent_path, _, leaf = key.rpartition(".")
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
+        rest = [o for o in overrides if o.split("=", 1)[0] != key]
+        known: list[str] = []
+        try:
+            parent = OmegaConf.select(_compose(config_name, rest), parent_path) if parent_path else None
+            if isinstance(parent, DictConfig):
+                known = [str(k) for k in parent if not str(k).startswith("_")]
+                if "_target_" in parent:
+                    from hydra._internal.utils import _locate
+
+                    params, _ = parameters(_locate(str(parent["_target_"])))
+                    if leaf in params:
+                        return f"{key} is not in the config; add it with +{key}={value}"
+                    known += [p for p in params if p not in known]
+        except Exception:
+            pass
+        hint = suggestion(leaf, known) or f" (to add a new key: +{key}={value})"
+        return f"{key}: no such key{hint}"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def check_command_line(config_name: str, args: list[str] | None = None) -> None:
+    """Compose and validate the command line's config before Hydra starts the job (no run folder is made
+    for a config that cannot work). Errors: one line on stderr, exit 2."""
+    args = sys.argv[1:] if args is None else args
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or not _is_plain_run(args):
+        return
+    try:
+        cfg = _compose(config_name, args)
+    except Exception as exc:
+        print(f"error: {explain_composition_error(config_name, args, exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        validate_config(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
