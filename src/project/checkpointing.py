@@ -9,6 +9,7 @@ writes to a new run folder). `RunCheckpoint` fixes both, so resuming loses no ep
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 from pathlib import Path
@@ -17,8 +18,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+
+from project.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,18 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, state, gauss_py = states["python"]
     random.setstate((version, tuple(state), gauss_py))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary name beside the target, then renamed: a kill at any moment leaves
+    the previous file or the new one whole (Lightning's own save stages in the system temp folder, which is
+    a copy, not a rename, when that is another filesystem). Set in `conf/trainer/default.yaml` (plugins)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -139,25 +155,29 @@ def _same_config(run_dir: Path, cfg: DictConfig) -> bool:
     )
 
 
-def find_last_checkpoint(cfg: DictConfig, exclude: str | Path | None = None) -> str | None:
-    """`ckpt_path=last`: the `last.ckpt` of the newest earlier run of the same config, i.e. a run under
+def find_last_checkpoint(cfg: DictConfig) -> str | None:
+    """`ckpt_path=last`: the `last.ckpt` of the newest run of the same config, i.e. a run under
     `<paths.log_dir>/<task_name>/` (single runs and sweep jobs) whose data, model and seed settings are
-    those of `cfg`. None when there is none (a requeued job's first start)."""
+    those of `cfg`. None when there is none (e.g. a requeued job's first start)."""
     root = Path(cfg.paths.log_dir) / str(cfg.task_name)
-    skip = Path(exclude).resolve() if exclude else None
     candidates = [*root.glob("runs/*/checkpoints/last.ckpt"), *root.glob("multiruns/*/*/checkpoints/last.ckpt")]
-    matching = [p for p in candidates if p.parents[1].resolve() != skip and _same_config(p.parents[1], cfg)]
+    matching = [p for p in candidates if _same_config(p.parents[1], cfg)]
     if not matching:
         return None
     return str(max(matching, key=lambda p: p.stat().st_mtime))
 
 
-def resolve_ckpt_path(cfg: DictConfig, output_dir: str | Path | None = None) -> str | None:
-    """`cfg.ckpt_path` with `last` resolved to a file (see `find_last_checkpoint`); other values as given."""
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`cfg.ckpt_path` with `last` resolved to a file (see `find_last_checkpoint`); other values as given.
+    A job SLURM requeued (`SLURM_RESTART_COUNT` > 0, e.g. by `hydra/launcher=slurm` at its time limit or on
+    preemption) resumes as if `ckpt_path=last` had been given."""
     ckpt = cfg.get("ckpt_path")
+    if ckpt is None and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        log.info("requeued by SLURM: resuming with ckpt_path=last")
+        ckpt = "last"
     if ckpt != "last":
         return ckpt
-    found = find_last_checkpoint(cfg, exclude=output_dir)
+    found = find_last_checkpoint(cfg)
     where = Path(cfg.paths.log_dir) / str(cfg.task_name)
     if found is None:
         log.warning(f"ckpt_path=last: no earlier run of this config under {where}; starting fresh")

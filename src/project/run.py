@@ -99,7 +99,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
 
     Loggers stay open afterwards (post-fit steps and the caller may still log): finish the W&B run with
     `project.tracking.wandb_setup.finish_on_exit` around the whole job."""
-    ckpt_path = resolve_ckpt_path(cfg, output_dir=cfg.paths.get("output_dir"))
+    ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:
         load_checkpoint_file(ckpt_path)  # a missing or unreadable file is one line, before anything runs
     if cfg.get("seed") is not None:

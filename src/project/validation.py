@@ -154,6 +154,14 @@ def _value(node: DictConfig, key: str) -> tuple[bool, Any]:
         return False, None
 
 
+def _builds_objects(node: Any) -> bool:
+    if isinstance(node, DictConfig):
+        return "_target_" in node
+    if isinstance(node, ListConfig):
+        return any(_builds_objects(item) for item in node._iter_ex(resolve=False))
+    return False
+
+
 def check_target(node: DictConfig, path: str) -> Iterator[str]:
     from hydra._internal.utils import _locate
 
@@ -170,9 +178,8 @@ def check_target(node: DictConfig, path: str) -> Iterator[str]:
             if not open_kwargs:
                 yield f"{path}.{key}: {name} has no setting `{key}`{suggestion(key, list(params))}"
             continue
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and "_target_" in child:
-            continue  # built by Hydra (checked on its own)
+        if _builds_objects(node._get_node(key)):
+            continue  # built by Hydra (each `_target_` inside is checked on its own)
         ok, value = _value(node, key)
         if ok and (problem := type_error(params[key].annotation, value)):
             yield f"{path}.{key}: {problem}"
