@@ -94,8 +94,9 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return path or None
 
 
-def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = (), show_config: bool = False) -> dict[str, Any]:
     """Fit, then test the best checkpoint. Returns the metrics and where things were written.
+    `show_config` prints the config tree once the data is set up (a data error then comes first).
 
     Loggers stay open afterwards (post-fit steps and the caller may still log): finish the W&B run with
     `project.tracking.wandb_setup.finish_on_exit` around the whole job."""
@@ -107,7 +108,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
     guards: list[Callback] = [StopOnNonFiniteLoss()]
-    if cfg.get("extras", {}).get("print_config", True):
+    if show_config:
         guards.append(PrintConfigTreeAfterSetup(cfg))
     trainer = build_trainer(cfg, extra_callbacks=[*guards, *extra_callbacks])
     log_config(trainer, cfg)

@@ -24,15 +24,19 @@ PREEMPTED_EXIT_CODE = 143
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     output_dir = HydraConfig.get().runtime.output_dir
-    validate_config(cfg)
-    if cfg.extras.get("print_config", True) and is_rank_zero():  # DDP: one config tree, from rank 0
+    try:
+        validate_config(cfg)  # a multirun job (not pre-checked on the command line) fails alone
+    except UserError as err:
+        exit_on_user_error(err)
+    show_config = bool(cfg.extras.get("print_config", True))
+    if show_config and is_rank_zero():  # DDP: one config tree, from rank 0
         # saved now; printed once the data is set up (run.PrintConfigTreeAfterSetup), so errors come last
         run.print_config_tree(cfg, save_to=output_dir, show=False)
     # the W&B run stays open through training, testing and post-fit steps, and is finished here
     # (failed on any exception), so the next job of a sweep starts a run of its own
     with finish_on_exit():
         try:
-            result = run.train(cfg)
+            result = run.train(cfg, show_config=show_config)
         except UserError as err:
             exit_on_user_error(err)
         except SIGTERMException:  # preempted: the checkpoint and the resume line are written

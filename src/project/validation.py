@@ -36,7 +36,6 @@ TRAIN_SETTINGS: dict[str, Any] = {
     "extras": dict[str, bool] | None,
     "paths": dict[str, str] | None,
 }
-_HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
 
 class ConfigError(UserError):
@@ -89,8 +88,8 @@ def type_error(annotation: Any, value: Any) -> str | None:
         adapter.validate_python(value)
     except ValidationError:
         return f"expected {describe(annotation)}, got {value!r}"
-    except Exception:
-        return None
+    except Exception:  # a validator that fails on its own: not the user's mistake
+        pass
     return None
 
 
@@ -138,6 +137,7 @@ def _forwards_kwargs_to_super(func: Callable) -> bool:
 
 
 def suggestion(word: str, choices: list[str]) -> str:
+    """`; did you mean `x`?` for the closest of `choices`, or nothing."""
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"; did you mean `{match[0]}`?" if match else ""
 
@@ -218,10 +218,8 @@ def config_errors(cfg: DictConfig, settings: dict[str, Any] | None = None) -> li
 
 def validate_config(cfg: DictConfig, settings: dict[str, Any] | None = TRAIN_SETTINGS) -> None:
     """Raise `ConfigError` (one line: the first problem, and how many more) if `cfg` cannot work."""
-    errors = config_errors(cfg, settings)
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(errors[0] + more)
+    if errors := config_errors(cfg, settings):
+        raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
 
 
 # --- the command line -------------------------------------------------------------------------------
