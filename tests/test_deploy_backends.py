@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from project.deploy.backends import BACKENDS, BackendUnavailable, backend_from_spec, parse_backend
+from project.deploy.backends import BACKENDS, Backend, BackendUnavailable, Engine, backend_from_spec, parse_backend
 from project.deploy.parity import ParityData, check_parity, run_engine
 from project.deploy.synthetic import synthetic_parity_data
 from project.models.nets import DigitsCNN
@@ -35,16 +35,16 @@ def small() -> tuple[torch.nn.Module, ParityData, torch.Tensor]:
 def roundtrip(name: str, net: torch.nn.Module, data: ParityData, tmp_path: Path):
     tmp_path.mkdir(parents=True, exist_ok=True)
     backend = parse_backend(name)
-    backend.threads = 2
     reason = backend.unavailable_reason()
     if reason:
         pytest.skip(f"{name} unavailable here: {reason}")
     net = copy.deepcopy(net)  # a backend may change the module it is given (eager channels_last does)
-    built = backend.build(net, data.batches[0][:2], max_batch_size=128)
+    backend = backend.resolved(net)  # as the pipeline does: the options this network decides, filled in
+    built = backend.build(net, data.batches[0][:2], max_batch_size=128, threads=2)
     files = backend.save(built, tmp_path)
     assert all((tmp_path / f).is_file() for f in files)
     # as a bundle does it: only the spec and the folder (the eager net for wrappers)
-    loaded = backend_from_spec(json.loads(json.dumps(backend.spec))).load(tmp_path, net)
+    loaded = backend_from_spec(json.loads(json.dumps(backend.spec))).load(tmp_path, net, threads=2)
     return backend, built, loaded, files
 
 
@@ -65,8 +65,8 @@ def test_cpu_backend_roundtrip_and_parity(name: str, small, tmp_path: Path) -> N
     net, data, reference = small
     backend, built, loaded, _ = roundtrip(name, net, data, tmp_path)
     for engine in (built, loaded):
-        result = check_parity(engine, data, reference, backend.precision)
-        assert result["passed"], result
+        result, _ = check_parity(engine, data, reference, backend.precision)
+        assert result.passed, result
     # any batch size up to the largest, a partial last batch included
     for bs in (1, 3):
         out = loaded(data.batches[0][:bs])
@@ -97,8 +97,8 @@ def test_inductor_aot_package_roundtrip_and_parity(small, tmp_path: Path) -> Non
     net, data, reference = small
     _, _, loaded, files = roundtrip("inductor", net, data, tmp_path)
     assert files == ["model.pt2"]
-    result = check_parity(loaded, data, reference, "fp32")
-    assert result["passed"], result
+    result, _ = check_parity(loaded, data, reference, "fp32")
+    assert result.passed, result
     assert loaded(data.batches[0][:3]).shape == (3, 10)
 
 
@@ -106,7 +106,7 @@ def test_inductor_aot_package_roundtrip_and_parity(small, tmp_path: Path) -> Non
 def test_inductor_bf16_roundtrip_and_parity(small, tmp_path: Path) -> None:
     net, data, reference = small
     _, _, loaded, _ = roundtrip("inductor_bf16", net, data, tmp_path)
-    assert check_parity(loaded, data, reference, "bf16")["passed"]
+    assert check_parity(loaded, data, reference, "bf16")[0].passed
 
 
 def _tensorrt_skip_reason() -> str | None:
@@ -129,7 +129,7 @@ def test_tensorrt_roundtrip_and_parity(name: str, small, tmp_path: Path) -> None
     backend, built, loaded, files = roundtrip(name, net, data, tmp_path)
     assert files == ["model.ep"]
     for engine in (built, loaded):
-        assert check_parity(engine, data, reference, backend.precision)["passed"]
+        assert check_parity(engine, data, reference, backend.precision)[0].passed
     assert loaded(data.batches[0][:3]).shape == (3, 10)  # partial batch inside [min, max]
 
 
@@ -168,6 +168,70 @@ def test_backend_names_parse_to_kind_precision_and_options() -> None:
 
 def test_parity_flags_a_perturbed_engine(small) -> None:
     net, data, reference = small
-    result = check_parity(lambda x: -net(x).detach(), data, reference, "fp32")
-    assert not result["passed"] and "agreement" in result["reason"]
+    result, logits = check_parity(lambda x: -net(x).detach(), data, reference, "fp32")
+    assert not result.passed and "agreement" in result.reason
+    assert torch.equal(logits, -reference)
     assert run_engine(lambda x: net(x).detach(), data).shape == reference.shape
+
+
+def test_parity_with_no_reference_makes_the_engine_its_own_reference(small) -> None:
+    net, data, reference = small
+    result, logits = check_parity(lambda x: net(x).detach(), data, None, "fp32")
+    assert result.passed and result.top1_agreement == 1.0 and torch.allclose(logits, reference)
+
+
+class _CountingBackend(Backend):
+    """Records the calls `build` and `load` make into it."""
+
+    kind = "test_counting"
+    precisions = ("fp32", "bf16")
+
+    def __init__(self, name: str | None = None, precision: str = "fp32", missing: str | None = None) -> None:
+        super().__init__(name=name, precision=precision, missing=missing)
+        self.calls: list[tuple[str, int | None]] = []
+
+    def _unavailable_reason(self) -> str | None:
+        return self.options["missing"]
+
+    def _build(self, net: torch.nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
+        self.calls.append(("build", threads))
+        return net
+
+    def save(self, engine: Engine, directory: Path) -> list[str]:
+        return []
+
+    def _load(self, directory: Path, net: torch.nn.Module, threads: int | None) -> Engine:
+        self.calls.append(("load", threads))
+        return net
+
+
+def test_build_and_load_check_availability_once_then_pass_threads_on(tmp_path: Path) -> None:
+    net = DigitsCNN(width=8).eval()
+    ready = _CountingBackend()
+    ready.build(net, torch.zeros(2, *SHAPE), 4, threads=3)
+    ready.load(tmp_path, net, threads=5)
+    assert ready.calls == [("build", 3), ("load", 5)]
+    absent = _CountingBackend(missing="no such accelerator")
+    for call in (lambda: absent.build(net, torch.zeros(2, *SHAPE), 4), lambda: absent.load(tmp_path, net)):
+        with pytest.raises(BackendUnavailable, match="no such accelerator"):
+            call()
+    assert absent.calls == []
+
+
+def test_a_backend_declares_the_precisions_it_builds() -> None:
+    assert "does not build precision 'fp16'" in _CountingBackend(precision="fp16").unavailable_reason()
+    assert _CountingBackend(precision="bf16").unavailable_reason() is None
+    assert "does not build precision 'bf16'" in parse_backend("onnxruntime_bf16").unavailable_reason()
+
+
+def test_inductor_resolves_its_device_without_changing_its_options() -> None:
+    backend = parse_backend("inductor")
+    resolved = backend.resolved(DigitsCNN(width=8))
+    assert resolved.options["device"] == "cpu" and backend.options["device"] is None
+    assert resolved.name == backend.name and resolved.spec["options"]["device"] == "cpu"
+
+
+def test_only_plain_eager_fp32_is_the_baseline() -> None:
+    baselines = {name: parse_backend(name).is_baseline for name in ("eager", "eager_bf16", "eager_channels_last")}
+    assert baselines == {"eager": True, "eager_bf16": False, "eager_channels_last": False}
+    assert not any(parse_backend(name).is_baseline for name in ("onnxruntime", "openvino", "inductor"))

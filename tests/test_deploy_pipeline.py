@@ -1,12 +1,11 @@
-"""build → parity → benchmark → choose → report → bundle, with real engines: a backend that raises is
-recorded and skipped, an engine that fails parity is timed but never chosen, the faster engine wins."""
+"""build → parity → timing → choose → report → bundle, with real engines: a backend that raises is
+recorded and skipped, an engine that fails parity is timed but never chosen, the fastest passing engine
+wins (checked on made-up timings), and a `benchmark.json` from before the typed report still loads."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -15,7 +14,11 @@ from torch import nn
 
 from project.deploy.backends import BACKENDS, Backend, Engine
 from project.deploy.bundle import Bundle
-from project.deploy.pipeline import DeploySettings, bundle_order, choose, run_pipeline
+from project.deploy.pipeline import run_pipeline
+from project.deploy.report import engine_table, markdown
+from project.deploy.results import BenchmarkReport, EngineResult, TimingPoint
+from project.deploy.selection import bundle_order, choose
+from project.deploy.settings import DeploySettings
 from project.deploy.synthetic import synthetic_parity_data
 from project.models.nets import DigitsCNN
 
@@ -31,55 +34,48 @@ INPUT_SPEC = {
 NET_CONFIG = {"_target_": "project.models.nets.DigitsCNN", "in_channels": 1, "num_classes": 10, "width": 16}
 
 
-class DelayedBackend(Backend):
-    """Eager fp32 plus a fixed sleep per call: a real engine that is slower by a known margin."""
+class CopyBackend(Backend):
+    """Eager fp32 under another kind: a second runtime that passes parity, with a file of its own."""
 
-    kind = "test_delayed"
+    kind = "test_copy"
 
-    def __init__(self, name: str | None = None, precision: str = "fp32", delay_s: float = 0.0) -> None:
-        super().__init__(name=name, precision=precision, delay_s=delay_s)
-
-    def build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
-        delay = self.options["delay_s"]
-
-        @torch.inference_mode()
-        def engine(x: torch.Tensor) -> torch.Tensor:
-            if delay:
-                time.sleep(delay)
-            return net.eval()(x).float()
-
-        return engine
+    def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
+        return torch.inference_mode()(lambda x: net.eval()(x).float())
 
     def save(self, engine: Engine, directory: Path) -> list[str]:
-        (directory / "delay.json").write_text(json.dumps(self.options))
-        return ["delay.json"]
+        (directory / "options.json").write_text(json.dumps(self.options))
+        return ["options.json"]
 
-    def load(self, directory: Path, net: nn.Module) -> Engine:
-        return self.build(net, torch.empty(0), 0)
+    def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
+        return self._build(net, torch.empty(0), 0, threads)
 
 
-class WrongBackend(DelayedBackend):
+class WrongBackend(CopyBackend):
     """Fastest of all (computes nothing) and wrong: fixed logits that ignore the input."""
 
     kind = "test_wrong"
 
-    def build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
+    def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
         logits = torch.randn(1024, 10, generator=torch.Generator().manual_seed(0))
         return lambda x: logits[: len(x)]
 
 
-class RaisingBackend(DelayedBackend):
+class RaisingBackend(CopyBackend):
     kind = "test_raising"
 
-    def build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
+    def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
         raise RuntimeError("boom: this backend is broken")
 
 
-class AbsentBackend(DelayedBackend):
+class AbsentBackend(CopyBackend):
     kind = "test_absent"
 
-    def unavailable_reason(self) -> str | None:
+    def _unavailable_reason(self) -> str | None:
         return "needs hardware this machine does not have"
+
+
+FAST_TIMING = {"warmup_iters": 2, "min_iters": 5, "min_duration_s": 0.05, "rounds": 2}
+FIXTURE = Path(__file__).parent / "fixtures" / "benchmark_before_issue10.json"
 
 
 @pytest.fixture(scope="module")
@@ -89,93 +85,113 @@ def net_and_data():
     return net, synthetic_parity_data(net, (1, 8, 8), 10, count=256)
 
 
-FAST_TIMING = {"warmup_iters": 2, "min_iters": 5, "min_duration_s": 0.05, "rounds": 2}
-
-
-def test_pipeline_records_failures_never_chooses_a_wrong_engine_and_writes_everything(
-    net_and_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for cls in (DelayedBackend, WrongBackend):  # so the bundle can rebuild them from their spec
-        monkeypatch.setitem(BACKENDS, cls.kind, cls)
+@pytest.fixture(scope="module")
+def pipeline_run(net_and_data, tmp_path_factory: pytest.TempPathFactory) -> tuple[BenchmarkReport, Path]:
+    """One real run with an engine of every outcome; `backend: eager` makes the choice independent of
+    timing noise (the automatic choice is checked on made-up timings below)."""
+    out = tmp_path_factory.mktemp("pipeline")
     net, data = net_and_data
     settings = DeploySettings.from_config(
-        {"backends": ["eager"], "batch_sizes": [1, 8], "timing": FAST_TIMING, "threads": 2, "objective": "latency"}
+        {"backends": ["eager"], "backend": "eager", "batch_sizes": [1, 8], "timing": FAST_TIMING, "threads": 2}
     )
-    logger = CSVLogger(tmp_path, name="csv", version="")
-    report = run_pipeline(
-        net,
-        NET_CONFIG,
-        INPUT_SPEC,
-        settings,
-        tmp_path,
-        data=data,
-        loggers=[logger],
-        extra_backends=[
-            DelayedBackend(name="slow", delay_s=0.004),
-            WrongBackend(name="wrong"),
-            RaisingBackend(name="raising"),
-            AbsentBackend(name="absent"),
-        ],
-    )
-    backends = report["backends"]
-    assert backends["raising"]["status"] == "failed" and "boom" in backends["raising"]["reason"]
-    assert backends["absent"]["status"] == "unavailable" and "hardware" in backends["absent"]["reason"]
-    assert backends["wrong"]["status"] == "parity_failed"
-    assert backends["eager"]["status"] == backends["slow"]["status"] == "ok"
-    # the wrong engine is the fastest and is still not chosen; eager beats eager + 4 ms
-    lat = {n: backends[n]["batches"]["1"]["latency_ms"]["p50"] for n in ("eager", "slow", "wrong")}
-    assert lat["wrong"] < lat["eager"] < lat["slow"]
-    assert report["chosen"] == "eager" and report["ranking"] == ["eager", "slow"]
+    with pytest.MonkeyPatch.context() as patch:
+        for cls in (CopyBackend, WrongBackend):  # so the bundle can rebuild them from their spec
+            patch.setitem(BACKENDS, cls.kind, cls)
+        report = run_pipeline(
+            net,
+            NET_CONFIG,
+            INPUT_SPEC,
+            settings,
+            out,
+            data=data,
+            loggers=[CSVLogger(out, name="csv", version="")],
+            extra_backends=[
+                CopyBackend(name="copy"),
+                WrongBackend(name="wrong"),
+                RaisingBackend(name="raising"),
+                AbsentBackend(name="absent"),
+            ],
+        )
+    return report, out
 
-    # benchmark.json: machine, settings, per backend and batch size: figures, parity, status
-    saved = json.loads((tmp_path / "benchmark.json").read_text())
-    assert {"machine", "settings", "backends", "chosen", "parity_data", "model"} <= set(saved)
-    assert {"cpu", "logical_cpus", "threads", "versions"} <= set(saved["machine"])
-    assert saved["machine"]["versions"]["torch"] == torch.__version__
-    point = saved["backends"]["eager"]["batches"]["8"]
-    assert {"p50", "p90", "p99", "min", "max"} <= set(point["latency_ms"])
-    assert {"median", "min", "max"} <= set(point["throughput"]) and point["speedup"] == pytest.approx(1.0)
-    assert point["iterations"] >= 5
-    assert {"top1_agreement", "max_abs_diff", "acc_delta", "passed"} <= set(saved["backends"]["slow"]["parity"])
-    assert "build_s" in saved["backends"]["slow"] and "memory" in saved["backends"]["slow"]
-    md = (tmp_path / "benchmark.md").read_text()
+
+def test_a_backend_that_raises_is_recorded_and_the_rest_go_on(pipeline_run) -> None:
+    report, _ = pipeline_run
+    assert report.engines["raising"].status == "failed" and "boom" in report.engines["raising"].reason
+    assert report.engines["eager"].passed and report.engines["copy"].passed
+
+
+def test_an_unavailable_backend_is_recorded_with_its_reason(pipeline_run) -> None:
+    absent = pipeline_run[0].engines["absent"]
+    assert absent.status == "unavailable" and "hardware" in absent.reason and not absent.points
+
+
+def test_an_engine_that_fails_parity_is_timed_but_never_ranked(pipeline_run) -> None:
+    report, _ = pipeline_run
+    wrong = report.engines["wrong"]
+    assert wrong.status == "parity_failed" and wrong.parity.top1_agreement < 0.5
+    assert set(wrong.points) == {1, 8} and "wrong" not in report.ranking
+    assert report.chosen == "eager" and set(report.ranking) == {"eager", "copy"}
+
+
+def test_benchmark_json_is_the_returned_report(pipeline_run) -> None:
+    report, out = pipeline_run
+    saved = BenchmarkReport.read(out / "benchmark.json")
+    assert saved.to_json() == json.loads(json.dumps(report.to_json()))
+    assert {"cpu", "logical_cpus", "threads", "versions"} <= set(saved.machine)
+    assert saved.machine["versions"]["torch"] == torch.__version__ and saved.baseline == "eager"
+
+
+def test_every_point_carries_percentiles_throughput_and_speedup(pipeline_run) -> None:
+    report, _ = pipeline_run
+    point = report.engines["eager"].points[8]
+    assert {"p50", "p90", "p99", "min", "max"} <= set(point.latency_ms)
+    assert {"median", "min", "max"} <= set(point.throughput) and point.speedup == pytest.approx(1.0)
+    assert point.iterations >= 5
+    copy = report.engines["copy"]
+    assert copy.build_s is not None and copy.memory is not None and copy.file_bytes > 0
+    assert copy.parity.measured and copy.parity.passed
+
+
+def test_markdown_and_plot_are_written(pipeline_run) -> None:
+    _, out = pipeline_run
+    md = (out / "benchmark.md").read_text()
     assert "Chosen engine: `eager`" in md and "FAILED parity" in md and "boom" in md
-    assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
 
-    # the bundle: chosen engine first, then a passing engine of another kind; loads and verifies
-    bundle = Bundle.open(tmp_path / "deploy")
-    assert [e["name"] for e in bundle.info["engines"]] == ["eager", "slow"]
-    assert report["bundle"]["engines"] == ["eager", "slow"]
+
+def test_the_bundle_holds_the_chosen_engine_then_another_runtime(pipeline_run, net_and_data) -> None:
+    report, out = pipeline_run
+    bundle = Bundle.open(out / "deploy")
+    assert [e["name"] for e in bundle.info["engines"]] == ["eager", "copy"] == report.bundle["engines"]
     name, engine = bundle.engine()
-    assert name == "eager" and engine(data.batches[0][:3]).shape == (3, 10)
-    assert bundle.benchmark["chosen"] == "eager"
+    assert name == "eager" and engine(net_and_data[1].batches[0][:3]).shape == (3, 10)
+    assert bundle.benchmark.chosen == "eager"
 
-    # loggers: summary metrics deploy/<backend>/<figure>
-    logged = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert "deploy/eager/throughput_b8" in logged and "deploy/slow/latency_p50_ms_b1" in logged
+
+def test_loggers_get_summary_metrics(pipeline_run) -> None:
+    _, out = pipeline_run
+    logged = (out / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "deploy/eager/throughput_b8" in logged and "deploy/copy/latency_p50_ms_b1" in logged
 
 
 PCTS = ("p50", "p90", "p99")
 
 
-def _report(figures: dict[str, tuple[float, float, str]]) -> dict[str, Any]:
-    """name → (p50 ms at batch 1, img/s at batch 64, status)."""
-    report = {
-        "backends": {
-            name: {
-                "status": status,
-                "batches": {
-                    "1": {"latency_ms": dict.fromkeys(PCTS, p50), "throughput": {"median": 1e3 / p50}},
-                    "64": {"latency_ms": dict.fromkeys(PCTS, 64e3 / ips), "throughput": {"median": ips}},
-                },
-            }
-            for name, (p50, ips, status) in figures.items()
-        }
+def _report(figures: dict[str, tuple[float, float, str]], kinds: dict[str, str] | None = None) -> BenchmarkReport:
+    """Made-up timings: name → (p50 ms at batch 1, img/s at batch 64, status)."""
+    engines = {
+        name: EngineResult(
+            kind=(kinds or {}).get(name, name),
+            status=status,
+            points={
+                1: TimingPoint(latency_ms=dict.fromkeys(PCTS, p50), throughput={"median": 1e3 / p50}, speedup=1.0),
+                64: TimingPoint(latency_ms=dict.fromkeys(PCTS, 64e3 / ips), throughput={"median": ips}, speedup=1.0),
+            },
+        )
+        for name, (p50, ips, status) in figures.items()
     }
-    for entry in report["backends"].values():
-        for point in entry["batches"].values():
-            point["speedup"] = 1.0
-    return report
+    return BenchmarkReport(settings={"batch_sizes": [1, 64]}, baseline="eager", engines=engines)
 
 
 def test_choose_picks_the_fastest_passing_engine_for_the_objective() -> None:
@@ -187,21 +203,44 @@ def test_choose_picks_the_fastest_passing_engine_for_the_objective() -> None:
             "broken": (0.1, 9000.0, "parity_failed"),
         }
     )
-    assert choose(report, "latency", [1, 64])[0] == "low_latency"
-    name, why, ranked = choose(report, "throughput", [1, 64])
-    assert name == "high_throughput" and "throughput" in why and "broken" not in ranked
-    assert choose(report, "latency", [1, 64], wanted="eager")[0] == "eager"  # explicit choice, if it passed
-    assert choose(report, "latency", [1, 64], wanted="broken")[0] == "low_latency"  # never a failed one
-    assert choose(_report({"broken": (0.1, 9.0, "parity_failed")}), "latency", [1, 64])[0] is None
+    assert choose(report, "latency") == (
+        "low_latency",
+        "fastest engine that passed parity for latency: 0.500 ms p50 at batch 1, 1.00× eager fp32",
+        ["low_latency", "high_throughput", "eager"],
+    )
+    name, why, ranked = choose(report, "throughput")
+    assert name == "high_throughput" and "throughput" in why and ranked == ["high_throughput", "low_latency", "eager"]
+
+
+def test_choose_honours_a_requested_engine_only_if_it_passed() -> None:
+    report = _report({"eager": (3.0, 400.0, "ok"), "fast": (0.5, 2000.0, "ok"), "broken": (0.1, 9.0, "parity_failed")})
+    assert choose(report, "latency", wanted="eager")[0] == "eager"
+    assert choose(report, "latency", wanted="broken")[0] == "fast"
+    assert choose(_report({"broken": (0.1, 9.0, "parity_failed")}), "latency")[0] is None
 
 
 def test_bundle_keeps_the_chosen_engine_and_fallbacks_of_other_runtimes() -> None:
     ranked = ["openvino_bf16", "openvino_bf16_async", "onnxruntime", "openvino", "inductor_bf16", "eager"]
     kinds = {"onnxruntime": "onnxruntime", "inductor_bf16": "inductor", "eager": "eager"}
-    report = {"backends": {n: {"kind": kinds.get(n, "openvino")} for n in ranked}}
+    report = _report(dict.fromkeys(ranked, (1.0, 1.0, "ok")), {n: kinds.get(n, "openvino") for n in ranked})
     assert bundle_order(report, ranked, 0) == ["openvino_bf16"]
     assert bundle_order(report, ranked, 1) == ["openvino_bf16", "onnxruntime"]
     assert bundle_order(report, ranked, 5) == ["openvino_bf16", "onnxruntime", "inductor_bf16"]
+
+
+def test_a_benchmark_json_from_before_the_typed_report_still_loads() -> None:
+    """Written by `python -m project.train trainer.max_epochs=2` before `BenchmarkReport` existed."""
+    doc = json.loads(FIXTURE.read_text())
+    report = BenchmarkReport.from_json(doc)
+    assert json.dumps(report.to_json()) == json.dumps(doc)  # nothing lost, same layout, same order
+    assert report.baseline == "eager" and report.batch_sizes == [1, 32, 256]
+    assert choose(report, "latency")[0] == report.chosen
+    columns, rows = engine_table(report)
+    assert [r[0] for r in rows] == list(doc["backends"]) and len(columns) == 6 + 2 * 3
+    assert f"Chosen engine: `{report.chosen}`" in markdown(report)
+    headline = report.headline()
+    assert headline.backend == doc["chosen"]
+    assert headline.latency_p50_ms == doc["backends"][doc["chosen"]]["batches"]["1"]["latency_ms"]["p50"]
 
 
 def test_deploy_config_groups_compose_and_validate(compose_cfg) -> None:
@@ -216,6 +255,13 @@ def test_deploy_config_groups_compose_and_validate(compose_cfg) -> None:
         DeploySettings.from_config({"objective": "speed"})
 
 
+def test_the_training_callback_gets_typed_settings(compose_cfg) -> None:
+    from hydra.utils import instantiate
+
+    callback = instantiate(compose_cfg("train", ["deploy.objective=throughput"]).callbacks.deploy)
+    assert isinstance(callback.settings, DeploySettings) and callback.settings.objective == "throughput"
+
+
 def test_results_reach_wandb_as_metrics_and_a_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
@@ -223,7 +269,7 @@ def test_results_reach_wandb_as_metrics_and_a_table(tmp_path: Path, monkeypatch:
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     report = _report({"eager": (3.0, 400.0, "ok"), "openvino_bf16": (0.5, 5000.0, "ok")})
-    report.update(settings={"batch_sizes": [1, 64]}, chosen="openvino_bf16")
+    report.chosen = "openvino_bf16"
     logger = WandbLogger(project="deploy-test", save_dir=str(tmp_path), offline=True)
     log_to_loggers(report, [logger])
     run_dir = Path(logger.experiment.dir)

@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from project.config import config_dir
 from project.run import build_trainer
@@ -40,10 +41,20 @@ def test_every_experiment_composes_and_instantiates(compose_cfg, experiment: str
 
 
 @pytest.mark.parametrize("mode", DEBUG_MODES)
-def test_every_debug_mode_builds_a_trainer(compose_cfg, mode: str) -> None:
+def test_every_debug_mode_takes_effect_in_the_trainer(compose_cfg, mode: str) -> None:
+    """Every trainer setting the mode's file makes reaches the built Trainer (and differs from the
+    default), and every callback it switches off is gone from the composed config."""
+    preset = OmegaConf.load(CONF / "debug" / f"{mode}.yaml")
+    default = compose_cfg("train")
     cfg = compose_cfg("train", [f"debug={mode}"])
     trainer = build_trainer(cfg)
     assert isinstance(trainer, L.Trainer)
+    assert preset.get("trainer"), f"debug={mode} changes no trainer setting"
+    for key, value in preset.trainer.items():
+        assert getattr(trainer, key) == value != default.trainer.get(key), (mode, key)
+    for name, node in (preset.get("callbacks") or {}).items():
+        if node is None:  # switched off in the composed config (Lightning may still add its own default)
+            assert default.callbacks.get(name) is not None and cfg.callbacks.get(name) is None, (mode, name)
 
 
 def test_eval_config_composes(compose_cfg) -> None:

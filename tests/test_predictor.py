@@ -258,14 +258,14 @@ class BrokenBackend(Backend):
 
     kind = "broken_test"
 
-    def build(self, net, example, max_batch_size):
+    def _build(self, net, example, max_batch_size, threads):
         return EagerEngine(net)
 
     def save(self, engine, directory: Path) -> list[str]:
         (directory / "engine.plan").write_bytes(b"\0" * 16)
         return ["engine.plan"]
 
-    def load(self, directory: Path, net):
+    def _load(self, directory: Path, net, threads):
         raise RuntimeError(f"cannot deserialize {directory.name}/engine.plan on this machine")
 
 
@@ -327,9 +327,9 @@ def test_threads_reach_the_engine(digits_model, tmp_path: Path, monkeypatch: pyt
     class Recording(EagerBackend):
         kind = "recording_test"
 
-        def load(self, directory: Path, net):
-            seen.append(self.threads)
-            return super().load(directory, net)
+        def _load(self, directory: Path, net, threads):
+            seen.append(threads)
+            return super()._load(directory, net, threads)
 
     monkeypatch.setitem(BACKENDS, Recording.kind, Recording)
     bundle = _bundle_with([Recording(name="recording_test")], digits_model, tmp_path)

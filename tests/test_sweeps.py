@@ -1,5 +1,6 @@
 """Grid sweeps with Hydra's basic sweeper: the leaderboard and Pareto plot at the end, failure tolerance and
-fail-fast, the benchmark read defensively, and `python -m project.report` on any folder."""
+fail-fast, the benchmark read defensively, and `python -m project.leaderboard` (alias `project.report`) on
+any folder."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from project.deploy.results import BenchmarkReport
 from project.tracking import leaderboard
-from project.tracking.benchmark_summary import read_benchmark, summarize
+from project.tracking.leaderboard import read_headline
+from project.tracking.leaderboard_files import build_leaderboard
 from project.tracking.pareto import pareto_mask
 from tests.conftest import run_cli
 
@@ -88,7 +91,7 @@ def _bench(chosen: str, latency_b1: float, throughput_b256: float) -> dict:
 BENCH_NESTED = _bench("onnxruntime", 1.0, 900.0)
 BENCH_LIST = _bench("eager", 2.0, 2100.0)
 
-# the post-fit step's own layout (project.deploy.benchmark), trimmed
+# the post-fit step's own layout (project.deploy.results.BenchmarkReport), trimmed
 BENCH_DEPLOY = {
     "format": 1,
     "settings": {"backend": "auto", "batch_sizes": [1, 256]},
@@ -139,7 +142,7 @@ def fake_sweep(tmp_path: Path) -> Path:
 
 
 def test_leaderboard_from_a_sweep_folder(fake_sweep: Path) -> None:
-    board = leaderboard.build(fake_sweep, title="fake")
+    board = build_leaderboard(fake_sweep, title="fake")
     by_job = {r["job"]: r for r in board.rows}
     assert [r["job"] for r in board.rows] == ["0", "1", "10", "2"]  # by objective; failed last
     assert board.varying == ["model", "lr"]
@@ -172,18 +175,37 @@ def test_leaderboard_sorts_a_loss_ascending(fake_sweep: Path) -> None:
         (BENCH_DEPLOY, ("onnxruntime", 0.04, 900.0)),
         ({"chosen": "tensorrt", "backends": {"tensorrt": {"status": "unavailable"}}}, ("tensorrt", None, None)),
         ({"unexpected": "layout"}, (None, None, None)),
-        ([1, 2, 3], (None, None, None)),
     ],
 )
-def test_benchmark_summary_reads_the_post_fit_layout(doc, expected) -> None:
-    got = summarize(doc)
+def test_benchmark_headline_reads_the_post_fit_layout(doc, expected) -> None:
+    got = BenchmarkReport.from_json(doc).headline()
     assert (got.backend, got.latency_p50_ms, got.throughput) == expected
 
 
-def test_unreadable_benchmark_is_not_an_error(tmp_path: Path) -> None:
+def test_a_json_that_is_not_a_report_is_refused_and_gives_an_empty_headline(tmp_path: Path, caplog) -> None:
+    with pytest.raises(ValueError, match="JSON object"):
+        BenchmarkReport.from_json([1, 2, 3])
+    (tmp_path / "benchmark.json").write_text("[1, 2, 3]")
+    assert read_headline(tmp_path / "benchmark.json").backend is None
+    assert "no benchmark figures" in caplog.text
+
+
+def test_unreadable_benchmark_is_not_an_error_but_is_logged(tmp_path: Path, caplog) -> None:
     (tmp_path / "benchmark.json").write_text("{not json")
-    assert read_benchmark(tmp_path / "benchmark.json").backend is None
-    assert read_benchmark(tmp_path / "missing.json") is None
+    assert read_headline(tmp_path / "benchmark.json").backend is None
+    assert "skipping unreadable" in caplog.text and "benchmark.json" in caplog.text
+    assert read_headline(tmp_path / "missing.json") is None
+
+
+def test_unreadable_job_files_are_logged_not_swallowed(tmp_path: Path, caplog) -> None:
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("[unclosed")
+    (job / "metrics.json").write_text(json.dumps({"metrics": {}, "best_checkpoint": str(job / "x.ckpt")}))
+    (job / "x.ckpt").write_text("not a checkpoint")
+    (row,) = leaderboard.collect(tmp_path).rows
+    assert row["overrides"] == "" and row["params"] is None
+    assert "overrides.yaml" in caplog.text and "no parameter count from" in caplog.text
 
 
 def test_pareto_mask() -> None:
@@ -192,10 +214,11 @@ def test_pareto_mask() -> None:
     assert pareto_mask(points) == [True, True, False, False, True]
 
 
-def test_report_cli(fake_sweep: Path) -> None:
+@pytest.mark.parametrize("module", ["project.leaderboard", "project.report"])
+def test_leaderboard_cli(fake_sweep: Path, module: str) -> None:
     for name in ("leaderboard.csv", "leaderboard.md", "pareto.png"):
         (fake_sweep / name).unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "project.report", str(fake_sweep), "--objective", "test/acc"]
+    cmd = [sys.executable, "-m", module, str(fake_sweep), "--objective", "test/acc"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| rank | job | status | test/acc |" in proc.stdout

@@ -136,11 +136,12 @@ def test_interrupted_search_resumes(tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
     study_dir = tmp_path / "tune" / "resume"
     proc = subprocess.Popen(_tune_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    started = study_dir / "trials" / "001" / ".hydra" / "config.yaml"  # written just before trial 1 trains
-    deadline = time.monotonic() + 180
-    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.3)
+    # written at the end of trial 1's first epoch: it is training, with 39 epochs to go
+    training = study_dir / "trials" / "001" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 600  # trial 0 first: minutes on a loaded machine
+    while not training.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert training.exists(), "trial 1 never started training"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out[-2000:], err[-2000:])

@@ -20,10 +20,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from project import run
-from project.config import UserError, config_dir, exit_on_user_error, plain
+from project.config import UserError, config_dir, exits_on_user_error, plain
 from project.deploy.checkpoint import build_net, load_net
 from project.deploy.parity import ParityData, parity_from_loader
-from project.deploy.pipeline import DeploySettings, run_pipeline
+from project.deploy.pipeline import run_pipeline
+from project.deploy.results import BenchmarkReport
+from project.deploy.settings import DeploySettings
 from project.deploy.synthetic import synthetic_parity_data
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,7 @@ def random_weights_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict[str, An
     return net, net_config, input_spec, data
 
 
-def benchmark(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
+def benchmark(cfg: DictConfig, output_dir: str) -> BenchmarkReport:
     settings = DeploySettings.from_config(cfg.get("deploy"))
     if cfg.get("random_weights"):
         net, net_config, input_spec, data = random_weights_model(cfg)
@@ -115,17 +117,15 @@ def benchmark(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="benchmark")
+@exits_on_user_error
 def main(cfg: DictConfig) -> None:
     output_dir = HydraConfig.get().runtime.output_dir
     if cfg.extras.get("print_config", True):
         run.print_config_tree(cfg, save_to=output_dir)
-    try:
-        report = benchmark(cfg, output_dir)
-    except UserError as err:
-        exit_on_user_error(err)
+    report = benchmark(cfg, output_dir)
     print(f"report: {Path(output_dir) / 'benchmark.md'}")
-    if report.get("bundle", {}).get("path"):
-        print(f"deploy bundle: {report['bundle']['path']}")
+    if (report.bundle or {}).get("path"):
+        print(f"deploy bundle: {report.bundle['path']}")
     print(f"run folder: {output_dir}")
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def config_dir() -> str:
@@ -39,18 +41,35 @@ def exit_on_user_error(err: UserError) -> None:
     raise SystemExit(2)
 
 
+def exits_on_user_error(main: Callable[..., R]) -> Callable[..., R]:
+    """Decorate a command's entry point: a `UserError` from it ends the command as `exit_on_user_error`
+    says (one line, exit code 2; raised on in a Hydra multirun). Put it below `@hydra.main`."""
+
+    @functools.wraps(main)
+    def run_command(*args: object, **kwargs: object) -> R:
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            exit_on_user_error(err)
+            raise  # not reached: exit_on_user_error always raises
+
+    return run_command
+
+
 def native_bf16_precision(accelerator: str = "cpu") -> str:
     """`bf16-mixed` where the accelerator computes bf16 in hardware, else `32-true` (emulated bf16 is slower
     than fp32). CPUs: AVX512-BF16 or AMX; CUDA: Ampere or newer. Configs use it as
     `precision: ${bf16_if_native:${trainer.accelerator}}`."""
     import torch
 
+    from project.deploy.hardware import cpu_has_native_bf16, cuda_has_native_bf16
+
     accelerator = str(accelerator).lower()
     cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if cuda:
-        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        native = cuda_has_native_bf16()
     elif accelerator in ("cpu", "auto"):
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        native = cpu_has_native_bf16()
     else:
         native = False
     return "bf16-mixed" if native else "32-true"

@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from project import run
-from project.config import UserError, config_dir, exit_on_user_error
+from project.config import config_dir, exits_on_user_error
+from project.deploy.checkpoint import load_checkpoint_file
 from project.distributed.ranks import is_rank_zero
 from project.distributed.strategy import finish_job
 from project.models.classifier import ClassifierModule
@@ -17,7 +18,7 @@ from project.tracking.wandb_setup import finish_on_exit
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    run.load_checkpoint_file(cfg.get("ckpt_path"))  # fails with one clear line before anything heavy
+    load_checkpoint_file(cfg.get("ckpt_path"))  # fails with one clear line before anything heavy
     if cfg.get("seed") is not None:
         import lightning as L
 
@@ -31,12 +32,11 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+@exits_on_user_error
 def main(cfg: DictConfig) -> None:
     with finish_on_exit():  # a W&B run, if any, is finished (failed on an exception)
         try:
             result = evaluate(cfg)
-        except UserError as err:
-            exit_on_user_error(err)
         finally:
             finish_job()  # DDP: wait for the other ranks, end the process group (a no-op otherwise)
         if is_rank_zero():  # DDP: metrics.json and the summary from rank 0 only

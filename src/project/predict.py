@@ -22,7 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from project.config import UserError, config_dir, exit_on_user_error, plain
+from project.config import UserError, config_dir, exits_on_user_error, plain
 from project.inference.preprocess import IMAGE_SUFFIXES, InvalidInput
 
 
@@ -121,11 +121,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
+@exits_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = predict(cfg)
-    except UserError as err:
-        exit_on_user_error(err)
+    summary = predict(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from project.atomic import atomic_write_text
 from project.checkpointing import resolve_ckpt_path
-from project.config import UserError
+from project.deploy.checkpoint import best_checkpoint, load_checkpoint_file
 from project.nonfinite import StopOnNonFiniteLoss
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,6 @@ def metrics_dict(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
 
 
-def best_checkpoint(trainer: L.Trainer) -> str | None:
-    callback = trainer.checkpoint_callback
-    path = getattr(callback, "best_model_path", "") if callback is not None else ""
-    return path or None
-
-
 def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = (), show_config: bool = False) -> dict[str, Any]:
     """Fit, then test the best checkpoint. Returns the metrics and where things were written.
     `show_config` prints the config tree once the data is set up (a data error then comes first).
@@ -136,24 +130,6 @@ def objective_value(cfg: DictConfig, metrics: Mapping[str, float]) -> float | No
     if name not in metrics:
         raise KeyError(f"optimized_metric={name!r} was not logged; have: {sorted(metrics)}")
     return float(metrics[name])
-
-
-def load_checkpoint_file(path: str | None) -> dict[str, Any]:
-    """Open a Lightning checkpoint safely (`weights_only=True`), or say plainly why not."""
-    if not path:
-        raise UserError("ckpt_path is required: pass ckpt_path=PATH/TO/checkpoint.ckpt")
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"checkpoint not found: {file} (give the path of an existing .ckpt file)")
-    try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(
-            f"{file} is not a readable checkpoint ({type(exc).__name__}); pass a .ckpt written by training"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"{file} is not a Lightning checkpoint (no state_dict); pass a .ckpt written by training")
-    return checkpoint
 
 
 def report(result: dict[str, Any], output_dir: str | Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from project.config import UserError, config_dir, exit_on_user_error
+from project.config import UserError, config_dir, exits_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,9 @@ def build_server(cfg: DictConfig) -> Any:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="serve")
+@exits_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        server = build_server(cfg)
-    except UserError as err:
-        exit_on_user_error(err)
+    server = build_server(cfg)
     log.info("serving %s on http://%s:%s%s", cfg.bundle, cfg.host, cfg.port, "/predict")
     server.run(host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level), generate_client_file=False)
 

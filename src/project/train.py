@@ -11,7 +11,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from project import run
-from project.config import UserError, config_dir, exit_on_user_error
+from project.config import config_dir, exits_on_user_error
 from project.distributed.ranks import is_rank_zero
 from project.distributed.strategy import finish_job
 from project.tracking.wandb_setup import finish_on_exit
@@ -22,12 +22,10 @@ PREEMPTED_EXIT_CODE = 143
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+@exits_on_user_error
 def main(cfg: DictConfig) -> float | None:
     output_dir = HydraConfig.get().runtime.output_dir
-    try:
-        validate_config(cfg)  # a multirun job (not pre-checked on the command line) fails alone
-    except UserError as err:
-        exit_on_user_error(err)
+    validate_config(cfg)  # a multirun job (not pre-checked on the command line) fails alone
     show_config = bool(cfg.extras.get("print_config", True))
     if show_config and is_rank_zero():  # DDP: one config tree, from rank 0
         # saved now; printed once the data is set up (run.PrintConfigTreeAfterSetup), so errors come last
@@ -37,8 +35,6 @@ def main(cfg: DictConfig) -> float | None:
     with finish_on_exit():
         try:
             result = run.train(cfg, show_config=show_config)
-        except UserError as err:
-            exit_on_user_error(err)
         except SIGTERMException:  # preempted: the checkpoint and the resume line are written
             raise SystemExit(PREEMPTED_EXIT_CODE) from None
         finally:

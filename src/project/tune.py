@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from project import run
-from project.config import UserError, config_dir, exit_on_user_error
+from project.config import UserError, config_dir, exits_on_user_error
 from project.search.pruning import OptunaPruning
 from project.search.space import SearchSpace
 from project.tracking.wandb_setup import finish_active_run
@@ -192,10 +192,11 @@ def search(cfg: DictConfig, study_dir: Path, compose_trial: ComposeTrial, base_o
 
 
 def _write_leaderboard(cfg: DictConfig, study: optuna.Study, study_dir: Path) -> None:
-    from project.tracking import leaderboard
+    from project.tracking.leaderboard_files import build_leaderboard
     from project.tracking.sweep_callback import wandb_settings
+    from project.tracking.wandb_leaderboard import log_leaderboard_to_wandb
 
-    board = leaderboard.build(
+    board = build_leaderboard(
         study_dir,
         objective=str(cfg.optimized_metric),
         direction=study.direction.name.lower(),
@@ -204,7 +205,7 @@ def _write_leaderboard(cfg: DictConfig, study: optuna.Study, study_dir: Path) ->
     settings = wandb_settings(study_dir)
     if settings is not None and cfg.hparams_search.get("log_to_wandb", True):
         try:
-            leaderboard.log_to_wandb(board, settings, settings.get("group") or study.study_name)
+            log_leaderboard_to_wandb(board, settings, settings.get("group") or study.study_name)
         except Exception as exc:
             log.warning("could not log the leaderboard to W&B: %s", exc)
     print(f"leaderboard: {board.md_path}")
@@ -228,6 +229,7 @@ def summary_lines(study: optuna.Study, study_dir: Path) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="tune")
+@exits_on_user_error
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     study_dir = Path(hydra_cfg.runtime.output_dir)
@@ -238,8 +240,6 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         study = search(cfg, study_dir, compose_trial, base_overrides)
-    except UserError as err:
-        exit_on_user_error(err)
     except KeyboardInterrupt:
         print(f"interrupted: re-run the same command to resume the study in {study_dir}", file=sys.stderr)
         raise SystemExit(130) from None

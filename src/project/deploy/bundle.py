@@ -14,11 +14,9 @@ deploy/
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import platform
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,8 +28,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from project.config import UserError
-from project.deploy.backends import Backend, Engine, backend_from_spec
+from project.deploy.backends import Backend, Engine, backend_from_spec, baseline_backend, library_versions
 from project.deploy.checkpoint import build_net
+from project.deploy.results import BenchmarkReport
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +48,6 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of torch and of every inference library that is importable here."""
-    from importlib import metadata
-
-    import project
-
-    versions = {
-        "python": platform.python_version(),
-        "project": project.__version__,
-        "torch": torch.__version__,
-    }
-    for dist in ("onnxruntime", "openvino", "torch-tensorrt", "tensorrt", "onnx", "lightning"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[dist] = metadata.version(dist)
-    return versions
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -109,7 +91,7 @@ def write_bundle(
         {
             "format": FORMAT_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "chosen": records[0]["name"] if records else "eager",
+            "chosen": records[0]["name"] if records else baseline_backend().name,
             "engines": records,
         },
     )
@@ -148,7 +130,7 @@ class Bundle:
     net_config: dict[str, Any]
     preprocessing: dict[str, Any]
     class_names: list[str]
-    benchmark: dict[str, Any] | None = None
+    benchmark: BenchmarkReport | None = None
     _net: nn.Module | None = field(default=None, repr=False)
 
     @classmethod
@@ -167,7 +149,9 @@ class Bundle:
             net_config=read("model.json")["net"],
             preprocessing=read("preprocessing.json"),
             class_names=read("classes.json"),
-            benchmark=read("benchmark.json") if (directory / "benchmark.json").is_file() else None,
+            benchmark=BenchmarkReport.from_json(read("benchmark.json"))
+            if (directory / "benchmark.json").is_file()
+            else None,
         )
 
     def net(self) -> nn.Module:
@@ -181,19 +165,20 @@ class Bundle:
     def engine(self, backend: str | None = None, threads: int | None = None) -> tuple[str, Engine]:
         """Load `backend` (default: the chosen one), falling back along the bundle's list, then to eager
         fp32. Says once which engine it fell back to and why. `threads` pins the engine's own thread pool
-        (`Backend.threads`; None = the library's default): a server sharing a small host sets it."""
+        (None = the library's default): a server sharing a small host sets it."""
         records = list(self.info.get("engines", []))
+        fallback = baseline_backend()  # built from the weights file: always there
         if backend is not None:
             wanted = [r for r in records if r["name"] == backend]
-            if not wanted and backend != "eager":
-                raise BundleError(f"bundle has no engine {backend!r}; it has {[r['name'] for r in records]} and eager")
+            if not wanted and backend != fallback.name:
+                names = [r["name"] for r in records]
+                raise BundleError(f"bundle has no engine {backend!r}; it has {names} and {fallback.name}")
             records = wanted + [r for r in records if r["name"] != backend]
         failures = []
         for record in records:
             try:
                 loader = backend_from_spec(record)
-                loader.threads = threads
-                engine = loader.load(self.directory / "engines" / record["name"], self.net())
+                engine = loader.load(self.directory / "engines" / record["name"], self.net(), threads)
             except Exception as exc:
                 failures.append(f"{record['name']}: {type(exc).__name__}: {exc}")
                 continue
@@ -202,4 +187,4 @@ class Bundle:
             return record["name"], engine
         if failures:
             log.warning("engine fallback to eager fp32 (%s)", "; ".join(failures))
-        return "eager", backend_from_spec({"kind": "eager"}).build(self.net(), torch.empty(0), 0)
+        return fallback.name, fallback.build(self.net(), torch.empty(0), 0, threads)

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from project.config import plain
-from project.deploy.checkpoint import load_net
+from project.deploy.checkpoint import best_checkpoint, load_net
 from project.deploy.parity import ParityData, parity_from_loader
-from project.deploy.pipeline import DeploySettings, run_pipeline
-from project.run import best_checkpoint
+from project.deploy.pipeline import run_pipeline
+from project.deploy.results import BenchmarkReport
+from project.deploy.settings import DeploySettings
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +40,15 @@ def parity_data_from_test_split(trainer: L.Trainer, max_samples: int | None) -> 
 
 
 class DeployCallback(Callback):
-    """Runs the deploy pipeline on the best checkpoint at the end of fit (settings: the `deploy` group)."""
+    """Runs the deploy pipeline on the best checkpoint at the end of fit. `settings`: the `deploy` group,
+    validated when the callback is built (conf/callbacks/deploy.yaml builds it with
+    `DeploySettings.from_config`), so a typo in `deploy.*` stops the run before training, not after it."""
 
-    def __init__(self, config: Mapping[str, Any] | None = None, output_dir: str | None = None) -> None:
+    def __init__(self, settings: DeploySettings | None = None, output_dir: str | None = None) -> None:
         super().__init__()
-        self.config = plain(config) or {}
-        # validated now, so a typo in `deploy.*` stops the run before training rather than after it
-        self.settings = DeploySettings.from_config(self.config)
+        self.settings = settings if settings is not None else DeploySettings()
         self.output_dir = output_dir
-        self.report: dict[str, Any] | None = None
+        self.report: BenchmarkReport | None = None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.strategy.barrier("deploy")  # DDP: every rank has finished fitting before rank 0 deploys

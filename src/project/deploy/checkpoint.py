@@ -1,10 +1,11 @@
-"""From a Lightning checkpoint to the bare eager network, with nothing unpickled but tensors and data."""
+"""From a Lightning checkpoint to the bare eager network, with nothing unpickled but tensors and data:
+finding the best checkpoint of a fit, opening it safely, and rebuilding its network."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import instantiate
@@ -12,9 +13,37 @@ from torch import nn
 
 from project.config import UserError
 
+if TYPE_CHECKING:
+    import lightning as L
+
 # A bundle's model config names the class to build; only these packages may be named, so a tampered
 # or foreign config cannot make `instantiate` run arbitrary code.
 ALLOWED_TARGET_PREFIXES = ("project.", "torch.nn.")
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The path of the best checkpoint the trainer's checkpoint callback kept, or None."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    return path or None
+
+
+def load_checkpoint_file(path: str | None) -> dict[str, Any]:
+    """Open a Lightning checkpoint safely (`weights_only=True`), or say plainly why not."""
+    if not path:
+        raise UserError("ckpt_path is required: pass ckpt_path=PATH/TO/checkpoint.ckpt")
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"checkpoint not found: {file} (give the path of an existing .ckpt file)")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(
+            f"{file} is not a readable checkpoint ({type(exc).__name__}); pass a .ckpt written by training"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"{file} is not a Lightning checkpoint (no state_dict); pass a .ckpt written by training")
+    return checkpoint
 
 
 def build_net(net_config: Mapping[str, Any]) -> nn.Module:
@@ -37,8 +66,6 @@ def net_state_dict(module_state: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 def load_net(checkpoint_path: str | Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """The eval-mode fp32 network of a checkpoint, its config mapping and its input spec."""
-    from project.run import load_checkpoint_file
-
     checkpoint = load_checkpoint_file(str(checkpoint_path))
     hparams = checkpoint.get("hyper_parameters", {})
     net_config = hparams.get("net")

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from project.config import dataclass_from_mapping
-
-Engine = Callable[[torch.Tensor], torch.Tensor]
+from project.deploy.hardware import Engine
+from project.deploy.results import ParityResult
 
 
 @dataclass
@@ -60,38 +60,40 @@ def run_engine(engine: Engine, data: ParityData) -> torch.Tensor:
     return torch.cat([engine(x).float() for x in data.batches])
 
 
-def compare(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor, tol: Tolerance) -> dict[str, Any]:
+def compare(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor, tol: Tolerance) -> ParityResult:
     """The parity figures of `logits` against `reference`, and whether they are within `tol`."""
     if logits.shape != reference.shape:
-        return {"passed": False, "reason": f"output shape {tuple(logits.shape)} != eager {tuple(reference.shape)}"}
+        return ParityResult(
+            passed=False, reason=f"output shape {tuple(logits.shape)} != eager {tuple(reference.shape)}"
+        )
     if not torch.isfinite(logits).all():
-        return {"passed": False, "reason": "non-finite logits"}
+        return ParityResult(passed=False, reason="non-finite logits")
     diff = (logits - reference).abs()
     agreement = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
     ref_acc = (reference.argmax(1) == labels).float().mean().item()
     acc = (logits.argmax(1) == labels).float().mean().item()
     bound = tol.atol + tol.rtol * reference.abs().max().item()
-    result = {
-        "samples": int(labels.numel()),
-        "top1_agreement": agreement,
-        "max_abs_diff": diff.max().item(),
-        "mean_abs_diff": diff.mean().item(),
-        "logit_bound": bound,
-        "reference_acc": ref_acc,
-        "acc": acc,
-        "acc_delta": (acc - ref_acc) * 100.0,
-        "tolerance": vars(tol).copy(),
-    }
+    acc_delta, max_abs_diff = (acc - ref_acc) * 100.0, diff.max().item()
     failures = []
     if agreement < tol.min_top1_agreement:
         failures.append(f"top-1 agreement {agreement:.4f} < {tol.min_top1_agreement}")
-    if abs(result["acc_delta"]) > tol.max_acc_delta:
-        failures.append(f"accuracy delta {result['acc_delta']:+.2f} pts beyond ±{tol.max_acc_delta}")
-    if result["max_abs_diff"] > bound:
-        failures.append(f"max |logit diff| {result['max_abs_diff']:.3g} > {bound:.3g}")
-    result["passed"] = not failures
-    result["reason"] = "; ".join(failures) or None
-    return result
+    if abs(acc_delta) > tol.max_acc_delta:
+        failures.append(f"accuracy delta {acc_delta:+.2f} pts beyond ±{tol.max_acc_delta}")
+    if max_abs_diff > bound:
+        failures.append(f"max |logit diff| {max_abs_diff:.3g} > {bound:.3g}")
+    return ParityResult(
+        passed=not failures,
+        reason="; ".join(failures) or None,
+        samples=int(labels.numel()),
+        top1_agreement=agreement,
+        max_abs_diff=max_abs_diff,
+        mean_abs_diff=diff.mean().item(),
+        logit_bound=bound,
+        reference_acc=ref_acc,
+        acc=acc,
+        acc_delta=acc_delta,
+        tolerance=vars(tol).copy(),
+    )
 
 
 def tolerance_for(precision: str, tolerances: Mapping[str, Tolerance]) -> Tolerance:
@@ -101,14 +103,18 @@ def tolerance_for(precision: str, tolerances: Mapping[str, Tolerance]) -> Tolera
 def check_parity(
     engine: Engine,
     data: ParityData,
-    reference: torch.Tensor,
+    reference: torch.Tensor | None,
     precision: str,
     tolerances: Mapping[str, Tolerance] = DEFAULT_TOLERANCES,
-) -> dict[str, Any]:
-    """Run `engine` over `data` and compare with the eager fp32 `reference` logits."""
-    result = compare(run_engine(engine, data), reference, data.labels, tolerance_for(precision, tolerances))
-    result["data"] = data.source
-    return result
+) -> tuple[ParityResult, torch.Tensor]:
+    """Run `engine` over `data` and compare with the eager fp32 `reference` logits (None: this engine is
+    the reference, compared with itself). Returns the result and the engine's logits."""
+    logits = run_engine(engine, data)
+    result = compare(
+        logits, logits if reference is None else reference, data.labels, tolerance_for(precision, tolerances)
+    )
+    result.data = data.source
+    return result, logits
 
 
 def tolerances_from_config(values: Mapping[str, Any] | None) -> dict[str, Tolerance]:

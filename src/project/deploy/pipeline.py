@@ -1,5 +1,5 @@
-"""build → parity → benchmark → choose → bundle: the post-fit step, shared by the training callback and
-`python -m project.benchmark`.
+"""The post-fit step, shared by the training callback and `python -m project.benchmark`: prepare → build
+and check every engine → time them side by side → choose → write the report and the deploy bundle.
 
 Every backend runs in its own `try`: one that is unavailable here or fails is recorded with its reason and
 the rest go on. Each engine is saved and loaded back before it is checked and timed (`roundtrip`), so the
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import platform
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,174 +21,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from project.config import plain
-from project.deploy.backends import Backend, BackendUnavailable, Engine, parse_backend
-from project.deploy.benchmark import PeakMemory, TimingSettings, benchmark_engines
-from project.deploy.bundle import library_versions, write_bundle
-from project.deploy.parity import ParityData, Tolerance, compare, run_engine, tolerance_for, tolerances_from_config
-from project.deploy.report import log_to_loggers, print_table, write_json, write_markdown, write_plot
+from project.deploy.backends import Backend, BackendUnavailable, library_versions
+from project.deploy.bundle import write_bundle
+from project.deploy.hardware import Engine, machine_info, resolve_device
+from project.deploy.parity import ParityData, check_parity
+from project.deploy.report import log_to_loggers, print_table, write_benchmark_markdown, write_plot
+from project.deploy.results import BenchmarkReport, EngineResult
+from project.deploy.selection import backend_list, bundle_order, choose
+from project.deploy.settings import DeploySettings
+from project.deploy.timing import PeakMemory, time_engines
 
 log = logging.getLogger(__name__)
-
-BASELINE = "eager"  # eager fp32: the parity reference and the 1.0× of every speedup
-OBJECTIVES = ("latency", "throughput")
-
-
-@dataclass
-class DeploySettings:
-    """The `deploy` config group, validated (an unknown key is an error, not silently ignored)."""
-
-    enabled: bool = True
-    backend: str = "auto"
-    objective: str = "latency"
-    backends: list[Any] = field(default_factory=lambda: ["eager", "onnxruntime", "openvino", "openvino_bf16"])
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 32, 256])
-    threads: int | None = None
-    device: str = "auto"
-    roundtrip: bool = True
-    timing: TimingSettings = field(default_factory=TimingSettings)
-    parity_max_samples: int | None = None
-    tolerances: dict[str, Tolerance] = field(default_factory=lambda: tolerances_from_config(None))
-    bundle: bool = True
-    fallbacks: int = 1
-    plot: bool = True
-    strict: bool = False
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None) -> DeploySettings:
-        values = dict(plain(config) or {})
-        parity = dict(values.pop("parity", None) or {})
-        known = {f.name for f in fields(cls)} - {"timing", "tolerances", "parity_max_samples"}
-        unknown = set(values) - known - {"timing"}
-        if unknown:
-            raise ValueError(f"unknown deploy keys {sorted(unknown)}; known: {sorted(known | {'timing', 'parity'})}")
-        settings = cls(**{k: v for k, v in values.items() if k != "timing"})
-        settings.timing = TimingSettings.from_mapping(values.get("timing"))
-        settings.parity_max_samples = parity.pop("max_samples", None)
-        settings.tolerances = tolerances_from_config(parity.pop("tolerances", None))
-        if parity:
-            raise ValueError(f"unknown deploy.parity keys {sorted(parity)}; known: ['max_samples', 'tolerances']")
-        settings.batch_sizes = sorted({int(b) for b in settings.batch_sizes})
-        if not settings.batch_sizes or settings.batch_sizes[0] < 1:
-            raise ValueError(f"deploy.batch_sizes must be positive integers, got {settings.batch_sizes}")
-        if settings.objective not in OBJECTIVES:
-            raise ValueError(f"deploy.objective={settings.objective!r}: expected one of {OBJECTIVES}")
-        return settings
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def machine_info(threads: int, device: torch.device) -> dict[str, Any]:
-    """What the figures were measured on: they mean little without it."""
-    cpu, cores = platform.processor() or platform.machine(), None
-    try:
-        with open("/proc/cpuinfo") as f:
-            fields_ = [line.split(":", 1) for line in f if ":" in line]
-        values = {k.strip(): v.strip() for k, v in fields_ if k.strip() == "model name"}
-        cpu = values.get("model name", cpu)
-        # physical cores: distinct (socket, core) pairs; hyper-threads share one
-        ids, socket = set(), "0"
-        for key, value in ((k.strip(), v.strip()) for k, v in fields_):
-            if key == "physical id":
-                socket = value
-            elif key == "core id":
-                ids.add((socket, value))
-        cores = len(ids) or None
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "physical_cores": cores,
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "threads": threads,
-        "cpu_bf16": bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()),
-        "cpu_amx": bool(torch.cpu._is_amx_tile_supported()),
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "platform": platform.platform(),
-        "versions": library_versions(),
-    }
-    if torch.cuda.is_available():
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def backend_list(entries: Iterable[Any]) -> list[Backend]:
-    """Parse `deploy.backends`, eager fp32 first (added when missing), names unique."""
-    backends = [parse_backend(e) for e in entries]
-    if not any(b.name == BASELINE for b in backends):
-        backends.insert(0, parse_backend(BASELINE))
-    backends.sort(key=lambda b: b.name != BASELINE)
-    names = [b.name for b in backends]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"deploy.backends names must be unique; repeated: {duplicates}")
-    return backends
-
-
-def bench_inputs(data: ParityData, sizes: Iterable[int]) -> dict[int, torch.Tensor]:
-    """One input tensor per batch size, cut from the parity images (tiled when there are too few), shared
-    by every engine so they all see the very same bytes."""
-    images = torch.cat(data.batches)
-    out = {}
-    for bs in sizes:
-        reps = -(-bs // len(images))
-        out[bs] = (images.repeat(reps, 1, 1, 1) if reps > 1 else images)[:bs].contiguous()
-    return out
-
-
-def choose(
-    report: Mapping[str, Any], objective: str, sizes: list[int], wanted: str = "auto"
-) -> tuple[str | None, str, list[str]]:
-    """The fastest engine that passed parity for the objective → (name, why, all passing in speed order).
-    `latency`: lowest median time at the smallest batch; `throughput`: most images/s at the largest."""
-    bs = sizes[0] if objective == "latency" else sizes[-1]
-
-    def score(name: str) -> float:
-        point = report["backends"][name]["batches"][str(bs)]
-        return point["latency_ms"]["p50"] if objective == "latency" else -point["throughput"]["median"]
-
-    passing = [n for n, e in report["backends"].items() if e["status"] == "ok" and e.get("batches")]
-    ranked = sorted(passing, key=score)
-    if not ranked:
-        return None, "no engine passed parity and benchmarking", []
-    best = ranked[0]
-    point = report["backends"][best]["batches"][str(bs)]
-    figure = (
-        f"{point['latency_ms']['p50']:.3f} ms p50 at batch {bs}"
-        if objective == "latency"
-        else f"{point['throughput']['median']:,.0f} img/s at batch {bs}"
-    )
-    speedup = f", {point['speedup']:.2f}× eager fp32" if point.get("speedup") else ""
-    why = f"fastest engine that passed parity for {objective}: {figure}{speedup}"
-    if wanted != "auto":
-        if wanted in passing:
-            ranked.remove(wanted)
-            ranked.insert(0, wanted)
-            return wanted, f"requested (deploy.backend={wanted}); the fastest passing was {best}", ranked
-        why = f"deploy.backend={wanted} is not an engine that passed parity here; auto: {why}"
-    return best, why, ranked
-
-
-def bundle_order(report: Mapping[str, Any], ranked: list[str], fallbacks: int) -> list[str]:
-    """The chosen engine, then up to `fallbacks` more passing engines, fastest first, each of a kind not
-    yet in the list (a different runtime is what helps where the first cannot load) and never eager:
-    the bundle falls back to eager fp32 by itself, from its weights file."""
-    order = ranked[:1]
-    kinds = {report["backends"][n]["kind"] for n in order} | {"eager"}
-    for name in ranked[1:]:
-        if len(order) > fallbacks:
-            break
-        kind = report["backends"][name]["kind"]
-        if kind not in kinds:
-            order.append(name)
-            kinds.add(kind)
-    return order
 
 
 class Progress:
@@ -205,59 +46,143 @@ class Progress:
             self.callback(message)
 
 
-def prepare_engine(
-    backend: Backend,
-    net: nn.Module,
-    device: torch.device,
-    data: ParityData,
-    reference: torch.Tensor | None,
-    settings: DeploySettings,
-    work: Path,
-    say: Callable[[str], None],
-) -> tuple[dict[str, Any], Engine | None, torch.Tensor | None]:
+@dataclass
+class DeployRun:
+    """What every step of one pipeline run shares."""
+
+    net: nn.Module  # eval-mode fp32, on the CPU
+    data: ParityData
+    settings: DeploySettings
+    device: torch.device
+    threads: int
+    work: Path  # scratch folder for the roundtrip
+    progress: Progress
+
+
+def parity_data_or_random(
+    net: nn.Module, shape: list[int], data: ParityData | None, max_samples: int | None
+) -> ParityData:
+    """The given parity data (capped at `max_samples`), or random inputs labelled by the network itself."""
+    if data is None:
+        gen = torch.Generator().manual_seed(0)
+        images = torch.randn((512, *shape), generator=gen)
+        with torch.inference_mode():
+            labels = net(images).argmax(1)
+        data = ParityData([images], labels, "random inputs, eager fp32 predictions as labels (no test data)")
+    if max_samples:
+        images = torch.cat(data.batches)[:max_samples]
+        data = ParityData([images], data.labels[:max_samples], data.source)
+    return data
+
+
+def bench_inputs(data: ParityData, sizes: Iterable[int]) -> dict[int, torch.Tensor]:
+    """One input tensor per batch size, cut from the parity images (tiled when there are too few), shared
+    by every engine so they all see the very same bytes."""
+    images = torch.cat(data.batches)
+    out = {}
+    for bs in sizes:
+        reps = -(-bs // len(images))
+        out[bs] = (images.repeat(reps, 1, 1, 1) if reps > 1 else images)[:bs].contiguous()
+    return out
+
+
+def build_and_check(
+    backend: Backend, run: DeployRun, reference: torch.Tensor | None
+) -> tuple[EngineResult, Backend, Engine | None, torch.Tensor | None]:
     """Build one engine, save and reload it (`roundtrip`), check parity against `reference` (None: this is
-    the baseline, its own logits become the reference). Never raises: a failure is the entry's status.
-    Returns the report entry, the engine (None if it failed) and its logits on the parity data."""
-    entry: dict[str, Any] = {"kind": backend.kind, "precision": backend.precision, "options": dict(backend.options)}
-    entry.update(status="failed", reason=None)
+    the baseline, its own logits become the reference). Never raises: a failure is the result's status.
+    Returns the result, the backend with its resolved options, the engine (None if it failed) and its
+    logits on the parity data."""
+    result = EngineResult(kind=backend.kind, precision=backend.precision, options=dict(backend.options))
     try:
         reason = backend.unavailable_reason()
         if reason:
             raise BackendUnavailable(reason)
-        say(f"building {backend.name}")
+        run.progress(f"building {backend.name}")
         with PeakMemory() as memory:
             start = time.perf_counter()
             # a private copy: a backend may convert the module it is given (eager channels_last does, in place)
-            on_device = copy.deepcopy(net).to(device if backend.kind in ("eager", "inductor") else "cpu")
-            engine = backend.build(on_device, data.batches[0][:2], settings.batch_sizes[-1])
-            entry["build_s"] = round(time.perf_counter() - start, 3)
-            if settings.roundtrip:
+            net = copy.deepcopy(run.net).to(run.device if backend.runs_on_device else "cpu")
+            backend = backend.resolved(net)
+            engine = backend.build(net, run.data.batches[0][:2], run.settings.batch_sizes[-1], run.threads)
+            result.build_s = round(time.perf_counter() - start, 3)
+            if run.settings.roundtrip:
                 start = time.perf_counter()
-                folder = work / backend.name
+                folder = run.work / backend.name
                 folder.mkdir(parents=True, exist_ok=True)
                 files = backend.save(engine, folder)
-                engine = backend.load(folder, copy.deepcopy(net).to(device))
-                entry["roundtrip_s"] = round(time.perf_counter() - start, 3)
-                entry["files"] = files
-                entry["files_mb"] = round(sum((folder / f).stat().st_size for f in files) / 2**20, 2)
-            entry["options"] = dict(backend.options)  # a build may record what it resolved (device)
-            logits = run_engine(engine, data)
-            reference = logits if reference is None else reference
-            tolerance = tolerance_for(backend.precision, settings.tolerances)
-            entry["parity"] = {**compare(logits, reference, data.labels, tolerance), "data": data.source}
-        entry["memory"] = memory.as_dict()
-        entry["status"] = "ok" if entry["parity"]["passed"] else "parity_failed"
-        entry["reason"] = entry["parity"].get("reason")
-        verdict = "passed" if entry["status"] == "ok" else f"FAILED ({entry['reason']})"
-        say(f"{backend.name}: built in {entry['build_s']:.2f} s, parity {verdict}")
-        return entry, engine, logits
+                engine = backend.load(folder, copy.deepcopy(run.net).to(run.device), run.threads)
+                result.roundtrip_s = round(time.perf_counter() - start, 3)
+                result.files = files
+                size = sum((folder / f).stat().st_size for f in files)
+                result.files_mb, result.file_bytes = round(size / 2**20, 2), size
+            result.options = dict(backend.options)
+            parity, logits = check_parity(engine, run.data, reference, backend.precision, run.settings.tolerances)
+            result.parity = parity
+        result.memory = memory.as_dict()
+        result.status = "ok" if parity.passed else "parity_failed"
+        result.reason = parity.reason
+        verdict = "passed" if result.passed else f"FAILED ({result.reason})"
+        run.progress(f"{backend.name}: built in {result.build_s:.2f} s, parity {verdict}")
+        return result, backend, engine, logits
     except BackendUnavailable as exc:
-        entry.update(status="unavailable", reason=str(exc))
-        say(f"{backend.name}: unavailable ({exc})")
+        result.status, result.reason = "unavailable", str(exc)
+        run.progress(f"{backend.name}: unavailable ({exc})")
     except Exception as exc:
-        entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
-        log.warning("deploy: %s failed: %s", backend.name, entry["reason"], exc_info=log.isEnabledFor(logging.DEBUG))
-    return entry, None, None
+        result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"
+        log.warning("deploy: %s failed: %s", backend.name, result.reason, exc_info=log.isEnabledFor(logging.DEBUG))
+    return result, backend, None, None
+
+
+def new_report(
+    run: DeployRun, net_config: Mapping[str, Any], shape: list[int], checkpoint: str | None, baseline: str
+) -> BenchmarkReport:
+    """The report's header: the model, the machine, the settings, the parity data."""
+    return BenchmarkReport(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        checkpoint=str(checkpoint) if checkpoint else None,
+        model={
+            "name": str(net_config.get("_target_", type(run.net).__name__)).rsplit(".", 1)[-1],
+            "target": net_config.get("_target_"),
+            "parameters": sum(p.numel() for p in run.net.parameters()),
+            "input_shape": shape,
+        },
+        machine=machine_info(run.threads, run.device, library_versions()),
+        settings=run.settings.as_report(run.threads, str(run.device)),
+        parity_data={"source": run.data.source, "samples": run.data.count},
+        baseline=baseline,
+    )
+
+
+def time_and_rank(report: BenchmarkReport, engines: Mapping[str, Engine], run: DeployRun) -> None:
+    """Time every engine that built, record speedups over the baseline, and choose."""
+    run.progress(f"timing {len(engines)} engines at batch sizes {run.settings.batch_sizes}")
+    points, errors = time_engines(
+        engines, bench_inputs(run.data, run.settings.batch_sizes), run.settings.timing, run.progress
+    )
+    for name, error in errors.items():
+        report.engines[name].status, report.engines[name].reason = "failed", f"while timing: {error}"
+    baseline = points.get(report.baseline or "", {})
+    for name, per_bs in points.items():
+        for bs, point in per_bs.items():
+            ref = baseline.get(bs)
+            point.speedup = ref.p50_ms / point.p50_ms if ref else None
+        report.engines[name].points = per_bs
+    report.chosen, report.chosen_reason, report.ranking = choose(report, run.settings.objective, run.settings.backend)
+    run.progress(f"chosen: {report.chosen} ({report.chosen_reason})")
+
+
+def write_outputs(report: BenchmarkReport, output_dir: Path, settings: DeploySettings, loggers: Iterable[Any]) -> None:
+    """benchmark.{json,md,png}, the loggers and the console table."""
+    report.write(output_dir / "benchmark.json")
+    write_benchmark_markdown(report, output_dir / "benchmark.md")
+    if settings.plot:
+        try:
+            write_plot(report, output_dir / "benchmark.png")
+        except Exception as exc:
+            log.warning("deploy: could not draw benchmark.png: %s", exc)
+    log_to_loggers(report, loggers)
+    print_table(report)
 
 
 def run_pipeline(
@@ -271,117 +196,74 @@ def run_pipeline(
     checkpoint: str | None = None,
     progress: Callable[[str], None] | None = None,
     extra_backends: Iterable[Backend] = (),
-) -> dict[str, Any]:
+) -> BenchmarkReport:
     """Build, verify, time and choose; write benchmark.{json,md,png} and the deploy bundle into
     `output_dir`. Returns the report (what benchmark.json holds)."""
-    say = Progress(progress)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    threads = int(settings.threads or torch.get_num_threads())
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    device = resolve_device(settings.device)
+    threads = int(settings.threads or previous_threads)
+    torch.set_num_threads(threads)  # eager PyTorch's pool is process-wide; other engines get `threads` directly
     work = output_dir / ".deploy_work"
     shutil.rmtree(work, ignore_errors=True)
     net = net.float().eval().cpu()
     shape = [int(input_spec["channels"]), int(input_spec["height"]), int(input_spec["width"])]
     try:
+        # prepare
         backends = backend_list(settings.backends) + list(extra_backends)
-        if data is None:
-            gen = torch.Generator().manual_seed(0)
-            images = torch.randn((512, *shape), generator=gen)
-            with torch.inference_mode():
-                labels = net(images).argmax(1)
-            data = ParityData([images], labels, "random inputs, eager fp32 predictions as labels (no test data)")
-        if settings.parity_max_samples:
-            images = torch.cat(data.batches)[: settings.parity_max_samples]
-            data = ParityData([images], data.labels[: settings.parity_max_samples], data.source)
-        data = data.rebatch(settings.batch_sizes[-1])
-        report: dict[str, Any] = {
-            "format": 1,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "model": {
-                "name": str(net_config.get("_target_", type(net).__name__)).rsplit(".", 1)[-1],
-                "target": net_config.get("_target_"),
-                "parameters": sum(p.numel() for p in net.parameters()),
-                "input_shape": shape,
-            },
-            "machine": machine_info(threads, device),
-            "settings": {
-                "backend": settings.backend,
-                "objective": settings.objective,
-                "batch_sizes": settings.batch_sizes,
-                "threads": threads,
-                "device": str(device),
-                "roundtrip": settings.roundtrip,
-                "timing": vars(settings.timing).copy(),
-                "tolerances": {k: vars(v).copy() for k, v in settings.tolerances.items()},
-            },
-            "parity_data": {"source": data.source, "samples": data.count},
-            "baseline": BASELINE,
-            "backends": {},
-        }
-        engines: dict[str, Engine] = {}
-        by_name = {b.name: b for b in backends}
+        data = parity_data_or_random(net, shape, data, settings.parity_max_samples).rebatch(settings.batch_sizes[-1])
+        run = DeployRun(net, data, settings, resolve_device(settings.device), threads, work, Progress(progress))
+        report = new_report(run, net_config, shape, checkpoint, baseline=backends[0].name)
+
+        # build and check, the baseline first: its logits are everyone's reference
+        built: dict[str, tuple[Backend, Engine]] = {}
         reference: torch.Tensor | None = None
         for backend in backends:
-            backend.threads = threads
-            entry, engine, logits = prepare_engine(backend, net, device, data, reference, settings, work, say)
-            report["backends"][backend.name] = entry
+            result, backend, engine, logits = build_and_check(backend, run, reference)
+            report.engines[backend.name] = result
             if engine is not None:
-                engines[backend.name] = engine
-            if backend.name == BASELINE:
+                built[backend.name] = (backend, engine)
+            if reference is None:
                 if logits is None:
-                    raise RuntimeError(f"the eager fp32 baseline failed: {entry['reason']}")
+                    raise RuntimeError(f"the eager fp32 baseline failed: {result.reason}")
                 reference = logits
 
-        say(f"timing {len(engines)} engines at batch sizes {settings.batch_sizes}")
-        inputs = bench_inputs(data, settings.batch_sizes)
-        results, errors = benchmark_engines(engines, inputs, settings.timing, progress=say)
-        for name, error in errors.items():
-            report["backends"][name].update(status="failed", reason=f"while timing: {error}")
-        baseline = results.get(BASELINE, {})
-        for name, per_bs in results.items():
-            entry = report["backends"][name]
-            entry["batches"] = {}
-            for bs, point in per_bs.items():
-                ref = baseline.get(bs)
-                point["speedup"] = ref["latency_ms"]["p50"] / point["latency_ms"]["p50"] if ref else None
-                entry["batches"][str(bs)] = point
-
-        chosen, why, ranked = choose(report, settings.objective, settings.batch_sizes, settings.backend)
-        report["chosen"], report["chosen_reason"], report["ranking"] = chosen, why, ranked
-        say(f"chosen: {chosen} ({why})")
-
-        if settings.bundle and chosen is not None:
-            order = bundle_order(report, ranked, int(settings.fallbacks))
-            try:
-                bundle = write_bundle(
-                    output_dir / "deploy",
-                    net,
-                    dict(net_config),
-                    dict(input_spec),
-                    engines=[(by_name[n], engines[n]) for n in order],
-                    benchmark=report,
-                )
-                report["bundle"] = {"path": str(bundle), "engines": order}
-                say(f"deploy bundle written to {bundle} (engines in fallback order: {', '.join(order)})")
-            except Exception as exc:
-                report["bundle"] = {"error": f"{type(exc).__name__}: {exc}"}
-                log.error("deploy: could not write the bundle: %s", report["bundle"]["error"])
-                if settings.strict:
-                    raise
-        write_json(report, output_dir / "benchmark.json")
-        write_markdown(report, output_dir / "benchmark.md")
-        if settings.plot:
-            try:
-                write_plot(report, output_dir / "benchmark.png")
-            except Exception as exc:
-                log.warning("deploy: could not draw benchmark.png: %s", exc)
-        log_to_loggers(report, loggers)
-        print_table(report)
+        # time, choose, write
+        time_and_rank(report, {name: engine for name, (_, engine) in built.items()}, run)
+        if settings.bundle and report.chosen is not None:
+            ship_bundle(report, built, net, net_config, input_spec, output_dir, settings, run.progress)
+        write_outputs(report, output_dir, settings, loggers)
         return report
     finally:
         torch.set_num_threads(previous_threads)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def ship_bundle(
+    report: BenchmarkReport,
+    built: Mapping[str, tuple[Backend, Engine]],
+    net: nn.Module,
+    net_config: Mapping[str, Any],
+    input_spec: Mapping[str, Any],
+    output_dir: Path,
+    settings: DeploySettings,
+    progress: Progress,
+) -> None:
+    """Write `<output_dir>/deploy` with the chosen engine and its fallbacks; record where (or the error)."""
+    order = bundle_order(report, report.ranking, int(settings.fallbacks))
+    try:
+        bundle = write_bundle(
+            output_dir / "deploy",
+            net,
+            dict(net_config),
+            dict(input_spec),
+            engines=[built[n] for n in order],
+            benchmark=report.to_json(),
+        )
+        report.bundle = {"path": str(bundle), "engines": order}
+        progress(f"deploy bundle written to {bundle} (engines in fallback order: {', '.join(order)})")
+    except Exception as exc:
+        report.bundle = {"error": f"{type(exc).__name__}: {exc}"}
+        log.error("deploy: could not write the bundle: %s", report.bundle["error"])
+        if settings.strict:
+            raise

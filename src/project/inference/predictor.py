@@ -172,13 +172,13 @@ class Predictor:
     def decode(self, logits: torch.Tensor, topk: int | Sequence[int] = 1) -> list[Prediction]:
         """Logits → `Prediction`s with softmax probabilities as scores."""
         n, num_classes = logits.shape
-        ks = [topk] * n if isinstance(topk, int) else list(topk)
-        if len(ks) != n or any(k < 1 for k in ks):
+        k_per_row = [topk] * n if isinstance(topk, int) else list(topk)
+        if len(k_per_row) != n or any(k < 1 for k in k_per_row):
             raise ValueError(f"topk must be at least 1 (one per input), got {topk}")
         probs = torch.softmax(logits.float(), dim=1)
-        scores, indices = probs.topk(min(max(ks), num_classes), dim=1)
+        scores, indices = probs.topk(min(max(k_per_row), num_classes), dim=1)
         out = []
-        for row_scores, row_indices, k in zip(scores.tolist(), indices.tolist(), ks, strict=True):
+        for row_scores, row_indices, k in zip(scores.tolist(), indices.tolist(), k_per_row, strict=True):
             top = [
                 {"label": self.label(j), "index": j, "score": s}
                 for s, j in zip(row_scores[:k], row_indices[:k], strict=True)

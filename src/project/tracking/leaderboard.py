@@ -1,15 +1,16 @@
-"""Every job of a sweep (or trial of a search) in one table: `leaderboard.csv`, `leaderboard.md`, `pareto.png`.
+"""Every job of a sweep (or trial of a search) collected into one sorted table, the `Leaderboard`
+(`project.tracking.leaderboard_files` writes it out, `project.tracking.wandb_leaderboard` logs it).
 
 A job is a folder holding `.hydra/overrides.yaml`, `metrics.json` or `trial.json` (what `project.train`
 and `project.tune` write). From each: its overrides, status, test metrics, the objective, the post-fit
-benchmark (`benchmark.json`, read defensively) and the parameter count of its best checkpoint.
-Rows are sorted by the objective (finished jobs first); files are written next to the jobs.
+benchmark's headline (`benchmark.json`, read defensively) and the parameter count of its best checkpoint.
+Rows are sorted by the objective (finished jobs first). What cannot be read is logged and left empty.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import logging
 import math
 import os
 import re
@@ -18,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from project.tracking.benchmark_summary import read_benchmark
+from project.deploy.results import BenchmarkReport, Headline
+
+log = logging.getLogger(__name__)
 
 STATUS_ORDER = {"completed": 0, "pruned": 1, "failed": 2, "incomplete": 3}
 SKIP_DIRS = {"wandb", "checkpoints", "deploy", "csv", "engines", "__pycache__"}
@@ -58,10 +61,26 @@ def find_jobs(root: str | Path) -> list[Path]:
 
 
 def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        return None
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        log.warning("leaderboard: skipping unreadable %s (%s)", path, exc)
         return None
+
+
+def read_headline(path: Path) -> Headline | None:
+    """The headline of a `benchmark.json`: None when there is no file, all-None figures when it cannot be
+    read as a report."""
+    doc = _read_json(path)
+    if doc is None:
+        return Headline() if path.is_file() else None
+    try:
+        return BenchmarkReport.from_json(doc).headline()
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("leaderboard: no benchmark figures from %s (%s)", path, exc)
+        return Headline()
 
 
 def _read_overrides(folder: Path) -> list[str]:
@@ -72,7 +91,8 @@ def _read_overrides(folder: Path) -> list[str]:
 
     try:
         return [str(o) for o in OmegaConf.load(path)]
-    except Exception:
+    except Exception as exc:  # any YAML or OmegaConf error: the row has no overrides
+        log.warning("leaderboard: skipping unreadable %s (%s)", path, exc)
         return []
 
 
@@ -92,7 +112,8 @@ def parameter_count(checkpoint: str | Path | None) -> int | None:
         import torch
 
         state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
-    except Exception:
+    except Exception as exc:  # any unpickling error: the row has no parameter count
+        log.warning("leaderboard: no parameter count from %s (%s)", checkpoint, exc)
         return None
     names = [k for k, v in state.items() if hasattr(v, "numel") and v.is_floating_point()]
     # BatchNorm running statistics are buffers, not parameters
@@ -117,7 +138,7 @@ def job_row(folder: Path, root: Path, objective: str) -> dict[str, Any]:
     overrides = _read_overrides(folder)
     if not overrides and isinstance(trial.get("overrides"), list):
         overrides = [str(o) for o in trial["overrides"]]
-    bench = read_benchmark(folder / "benchmark.json") or read_benchmark(folder / "deploy" / "benchmark.json")
+    bench = read_headline(folder / "benchmark.json") or read_headline(folder / "deploy" / "benchmark.json")
     value = metrics.get(objective)
     if value is None and status in ("completed", "pruned") and isinstance(trial.get("value"), int | float):
         value = trial["value"]
@@ -211,7 +232,9 @@ def collect(root: str | Path, objective: str | None = None, direction: str | Non
             "objective": row["objective"],
         }
         flat[objective] = row["objective"]
-        flat["label"] = " ".join([row["job"], *(f"{k.rsplit('.', 1)[-1]}={_short(params.get(k))}" for k in varying)])
+        flat["label"] = " ".join(
+            [row["job"], *(f"{k.rsplit('.', 1)[-1]}={short_value(params.get(k))}" for k in varying)]
+        )
         rows.append(flat)
     rows.sort(key=lambda r: _sort_key(r, direction))
     rank = 0
@@ -248,148 +271,18 @@ def _configured_objective(jobs: Sequence[Path]) -> str | None:
         if path.is_file():
             try:
                 value = OmegaConf.select(OmegaConf.load(path), "optimized_metric", default=None)
-            except Exception:
+            except Exception as exc:  # any YAML or OmegaConf error: look at the next job
+                log.warning("leaderboard: skipping unreadable %s (%s)", path, exc)
                 continue
             if value:
                 return str(value)
     return None
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
     """An override value for a label or table cell: numbers to 4 significant digits."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         return str(value)
     return str(value) if number.is_integer() else f"{number:.4g}"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "★" if value else ""
-    if isinstance(value, str):
-        return _short(value).replace("|", "\\|")
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value).replace("|", "\\|")
-
-
-def write_csv(board: Leaderboard, path: Path) -> Path:
-    columns, data = board.table()
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows([["" if v is None else v for v in row] for row in data])
-    return path
-
-
-def write_markdown(board: Leaderboard, path: Path, title: str | None = None) -> Path:
-    shown = [c for c in board.columns if c not in ("overrides", "folder", "error")]
-    shown = [c for c in shown if c in ("rank", "job", "status") or any(r.get(c) is not None for r in board.rows)]
-    counts = {s: sum(r["status"] == s for r in board.rows) for s in STATUS_ORDER}
-    lines = [
-        f"# {title or 'Leaderboard'}",
-        "",
-        f"{len(board.rows)} run(s) in `{board.folder}`: "
-        + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        + f". Sorted by `{board.objective}` ({board.direction}).",
-        "",
-        "| " + " | ".join(shown) + " |",
-        "|" + "|".join("---" for _ in shown) + "|",
-    ]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in shown) + " |" for r in board.rows]
-    failed = [r for r in board.rows if r["error"]]
-    if failed:
-        lines += ["", "## Failures", ""] + [f"- `{r['job']}`: {r['error']}" for r in failed]
-    if board.png_path is not None:
-        lines += ["", "## Accuracy vs speed", "", f"![Pareto front]({board.png_path.name})"]
-        front = [r["job"] for r in board.rows if r.get("pareto")]
-        if front:
-            lines += ["", "Pareto-optimal: " + ", ".join(f"`{j}`" for j in front)]
-    lines += [
-        "",
-        "Overrides per run:",
-        "",
-        *[f"- `{r['job']}`: `{r['overrides'] or '(defaults)'}`" for r in board.rows],
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def mark_pareto(board: Leaderboard) -> None:
-    """`pareto: True` on rows no other run beats on accuracy and latency (parameters without a benchmark)."""
-    from project.tracking.pareto import pareto_mask
-
-    acc = board.accuracy_key
-    cost = "latency_p50_ms" if any(r.get("latency_p50_ms") is not None for r in board.rows) else "params"
-    usable = [r for r in board.rows if r.get(acc) is not None and r.get(cost) is not None]
-    for row, on_front in zip(usable, pareto_mask([(r[acc], r[cost]) for r in usable]), strict=True):
-        row["pareto"] = on_front
-
-
-def write(board: Leaderboard, title: str | None = None, plot: bool = True) -> Leaderboard:
-    """Write leaderboard.csv, pareto.png and leaderboard.md into the board's folder."""
-    board.folder.mkdir(parents=True, exist_ok=True)
-    mark_pareto(board)
-    if "pareto" not in board.columns:
-        board.columns.insert(board.columns.index("params") + 1, "pareto")
-    board.csv_path = write_csv(board, board.folder / "leaderboard.csv")
-    if plot and board.rows:
-        from project.tracking.pareto import plot_pareto
-
-        board.png_path = plot_pareto(
-            board.rows, board.folder / "pareto.png", board.accuracy_key, title=title or board.folder.name
-        )
-    board.md_path = write_markdown(board, board.folder / "leaderboard.md", title)
-    return board
-
-
-def build(
-    root: str | Path, objective: str | None = None, direction: str | None = None, title: str | None = None
-) -> Leaderboard:
-    """collect + write: what the multirun callback, `project.tune` and `project.report` call."""
-    return write(collect(root, objective, direction), title=title)
-
-
-def log_to_wandb(board: Leaderboard, settings: Mapping[str, Any], group: str | None, name: str | None = None) -> None:
-    """The leaderboard as a W&B Table (plus the Pareto plot) in a run of its own, grouped with the sweep."""
-    import wandb
-
-    from project.tracking.wandb_setup import finish_active_run, resolve_mode
-
-    mode = resolve_mode(settings.get("mode"))
-    if mode == "disabled":
-        return
-    finish_active_run(exit_code=1)  # never log into a job's run left open
-    tags = settings.get("tags")
-    wandb.init(
-        project=settings.get("project") or os.environ.get("WANDB_PROJECT") or "image-classification",
-        entity=settings.get("entity"),
-        group=group,
-        name=name or f"{group or board.folder.name}-leaderboard",
-        job_type="leaderboard",
-        tags=[str(t) for t in tags] if tags else None,
-        dir=str(board.folder),
-        mode=mode,
-        config={"objective": board.objective, "direction": board.direction, "runs": len(board.rows)},
-    )
-    columns, data = board.table()
-    payload: dict[str, Any] = {"leaderboard": wandb.Table(columns=columns, data=[[_wb(v) for v in r] for r in data])}
-    if board.png_path is not None and board.png_path.is_file():
-        payload["pareto"] = wandb.Image(str(board.png_path))
-    wandb.log(payload)
-    best = next((r for r in board.rows if r.get("rank") == 1), None)
-    if best is not None:
-        wandb.run.summary.update({"best/job": best["job"], f"best/{board.objective}": best["objective"]})
-    finish_active_run(exit_code=0)
-
-
-def _wb(value: Any) -> Any:
-    """W&B tables want one type per column: numbers stay numbers, everything else becomes text."""
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return str(value)

@@ -88,13 +88,15 @@ class SweepCallback(Callback):
     def _write_leaderboard(self, config: DictConfig) -> Any:
         if not self.leaderboard:
             return None
-        from project.tracking import leaderboard
+        from project.tracking import leaderboard, leaderboard_files
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir() or not leaderboard.find_jobs(sweep_dir):
             return None
         try:
-            board = leaderboard.build(sweep_dir, self.objective, self.direction, title=f"Sweep {sweep_dir.name}")
+            board = leaderboard_files.build_leaderboard(
+                sweep_dir, self.objective, self.direction, title=f"Sweep {sweep_dir.name}"
+            )
         except Exception as exc:  # a report must never hide the sweep's own outcome
             log.exception("could not write the leaderboard: %s", exc)
             return None
@@ -108,12 +110,12 @@ class SweepCallback(Callback):
         settings = wandb_settings(sweep_dir)
         if settings is None:
             return
-        from project.tracking import leaderboard
+        from project.tracking.wandb_leaderboard import log_leaderboard_to_wandb
         from project.tracking.wandb_setup import sweep_group
 
         group = settings.get("group") or sweep_group(str(config.hydra.job.name), sweep_dir)
         try:
-            leaderboard.log_to_wandb(board, settings, group)
+            log_leaderboard_to_wandb(board, settings, group)
         except Exception as exc:
             log.warning("could not log the leaderboard to W&B: %s", exc)
 

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from project.run import best_checkpoint
+from project.deploy.checkpoint import best_checkpoint
 
 log = logging.getLogger(__name__)
 

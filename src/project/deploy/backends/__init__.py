@@ -5,15 +5,19 @@ missing library only makes that one backend report itself unavailable."""
 
 from __future__ import annotations
 
+import contextlib
+import platform
 from collections.abc import Mapping
+from importlib import metadata
 from typing import Any
 
-from project.deploy.backends.base import Backend, BackendUnavailable, Engine
+from project.deploy.backends.base import Backend, BackendUnavailable
 from project.deploy.backends.eager import EagerBackend
 from project.deploy.backends.inductor import InductorBackend
 from project.deploy.backends.onnxruntime import OnnxRuntimeBackend
 from project.deploy.backends.openvino import OpenVinoBackend
 from project.deploy.backends.tensorrt import TensorRtBackend
+from project.deploy.hardware import PRECISIONS, Engine
 
 BACKENDS: dict[str, type[Backend]] = {
     EagerBackend.kind: EagerBackend,
@@ -23,13 +27,31 @@ BACKENDS: dict[str, type[Backend]] = {
     TensorRtBackend.kind: TensorRtBackend,
 }
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 # name suffixes that set an option, so a command line can say `deploy.backends=[eager_channels_last]`
 FLAGS: dict[str, dict[str, Any]] = {
     "channels_last": {"channels_last": True},
     "async": {"hint": "throughput"},
     "from_onnx": {"source": "onnx"},
 }
+
+
+def baseline_backend() -> Backend:
+    """Eager fp32: the parity reference, the 1.0× of every speedup, and a bundle's last fallback."""
+    return EagerBackend()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of python, this project, torch and every backend library that is installed here."""
+    import torch
+
+    import project
+
+    versions = {"python": platform.python_version(), "project": project.__version__, "torch": torch.__version__}
+    libraries = [lib for cls in BACKENDS.values() for lib in cls.libraries]
+    for dist in dict.fromkeys([*libraries, "onnx", "lightning"]):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[dist] = metadata.version(dist)
+    return versions
 
 
 def backend_from_spec(spec: dict[str, Any]) -> Backend:
@@ -69,4 +91,13 @@ def parse_backend(entry: str | Mapping[str, Any]) -> Backend:
     return BACKENDS[kind](name=name, precision=precision, **options)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "Engine", "backend_from_spec", "parse_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendUnavailable",
+    "Engine",
+    "backend_from_spec",
+    "baseline_backend",
+    "library_versions",
+    "parse_backend",
+]

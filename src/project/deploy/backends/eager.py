@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from project.deploy.backends.base import Backend, BackendUnavailable, Engine
+from project.deploy.backends.base import Backend
+from project.deploy.hardware import DTYPES, FLOAT_PRECISIONS, Engine
 
 
 class EagerEngine:
     def __init__(self, net: nn.Module, precision: str = "fp32", channels_last: bool = False) -> None:
         self.net = net.eval()
-        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.dtype = None if precision == "fp32" else DTYPES[precision]
         self.channels_last = channels_last
         self.device = next(net.parameters()).device
         if channels_last:  # on a copy: the caller's net (e.g. a bundle's shared eager net) stays as it was
@@ -34,25 +35,25 @@ class EagerEngine:
 
 class EagerBackend(Backend):
     kind = "eager"
+    precisions = FLOAT_PRECISIONS
+    runs_on_device = True
 
     def __init__(self, name: str | None = None, precision: str = "fp32", channels_last: bool = False) -> None:
         super().__init__(name=name, precision=precision, channels_last=channels_last)
         if channels_last and name is None:
             self.name = f"{self.name}_channels_last"
 
-    def unavailable_reason(self) -> str | None:
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            return f"unknown precision {self.precision!r} (fp32, bf16 or fp16)"
-        return None
+    @property
+    def is_baseline(self) -> bool:  # type: ignore[override]
+        """Plain eager fp32: the reference every other engine is compared with."""
+        return self.precision == "fp32" and not self.options["channels_last"]
 
-    def build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendUnavailable(reason)
+    def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
+        # eager PyTorch has one process-wide thread pool: `torch.set_num_threads` sizes it, not the engine
         return EagerEngine(net, self.precision, self.options["channels_last"])
 
     def save(self, engine: Engine, directory: Path) -> list[str]:
         return []  # the bundle's weights file is all it needs
 
-    def load(self, directory: Path, net: nn.Module) -> Engine:
-        return self.build(net, torch.empty(0), 0)
+    def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
+        return EagerEngine(net, self.precision, self.options["channels_last"])

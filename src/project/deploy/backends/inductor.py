@@ -13,15 +13,16 @@ import copy
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from project.deploy.backends._util import batch_dim, export_example, quiet_export
-from project.deploy.backends.base import Backend, BackendUnavailable, Engine
+from project.deploy.backends.base import Backend
+from project.deploy.hardware import DTYPES, FLOAT_PRECISIONS, Engine, native_precision_reason
 
 PACKAGE = "model.pt2"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class CastWrapper(nn.Module):
@@ -33,21 +34,6 @@ class CastWrapper(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.to(self.dtype)).float()
-
-
-def native_low_precision(device: str, precision: str) -> str | None:
-    """None when `device` computes `precision` in hardware, else why not (emulated bf16 is slower than fp32)."""
-    if precision == "fp32":
-        return None
-    if device == "cuda":
-        if precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
-            return "this GPU has no native bf16"
-        return None
-    if precision == "bf16" and not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
-        return "this CPU has neither AVX-512-BF16 nor AMX: bf16 would be emulated, slower than fp32"
-    if precision == "fp16" and not torch.cpu._is_amx_fp16_supported():
-        return "this CPU has no AMX-FP16: fp16 would be emulated"
-    return None
 
 
 class AotInductorEngine:
@@ -63,28 +49,36 @@ class AotInductorEngine:
 
 class InductorBackend(Backend):
     kind = "inductor"
+    precisions = FLOAT_PRECISIONS
+    runs_on_device = True
 
     def __init__(self, name: str | None = None, precision: str = "fp32", device: str | None = None) -> None:
         super().__init__(name=name, precision=precision, device=device)
         self._tmp: list[tempfile.TemporaryDirectory] = []
 
-    def unavailable_reason(self) -> str | None:
-        if self.precision not in DTYPES:
-            return f"unknown precision {self.precision!r} (fp32, bf16 or fp16)"
-        device = self.options.get("device") or "cpu"
+    def _device(self) -> str:
+        return self.options.get("device") or "cpu"
+
+    def resolve_options(self, net: nn.Module) -> dict[str, Any]:
+        """The device defaults to the one the network is on (the run's device)."""
+        return {**self.options, "device": self.options.get("device") or next(net.parameters()).device.type}
+
+    def _unavailable_reason(self) -> str | None:
+        device = self._device()
         if device == "cuda" and not torch.cuda.is_available():
             return "no CUDA device"
         if device == "cpu" and not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
             return "no C++ compiler on PATH (Inductor generates and compiles C++ for the CPU)"
-        return native_low_precision(device, self.precision)
+        return native_precision_reason(device, self.precision)
 
-    def build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
-        if self.options.get("device") is None:
-            self.options["device"] = next(net.parameters()).device.type
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendUnavailable(reason)
-        device = torch.device(self.options["device"])
+    def load_unavailable_reason(self) -> str | None:
+        """Loading a package needs no compiler; only the device and its native precision."""
+        if self._device() == "cuda" and not torch.cuda.is_available():
+            return "this package was compiled for CUDA and there is no CUDA device"
+        return native_precision_reason(self._device(), self.precision)
+
+    def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
+        device = torch.device(self.resolve_options(net)["device"])
         dtype = DTYPES[self.precision]
         model = copy.deepcopy(net).eval().to(device)
         model = CastWrapper(model.to(dtype), dtype).eval() if dtype != torch.float32 else model
@@ -98,7 +92,7 @@ class InductorBackend(Backend):
             torch._inductor.aoti_compile_and_package(
                 exported, package_path=str(package), inductor_configs={"freezing": True}
             )
-        return AotInductorEngine(package, self.options["device"])
+        return AotInductorEngine(package, device.type)
 
     def save(self, engine: Engine, directory: Path) -> list[str]:
         assert isinstance(engine, AotInductorEngine)
@@ -107,11 +101,5 @@ class InductorBackend(Backend):
             shutil.copyfile(engine.package, target)
         return [PACKAGE]
 
-    def load(self, directory: Path, net: nn.Module) -> Engine:
-        device = self.options.get("device") or "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable("this package was compiled for CUDA and there is no CUDA device")
-        reason = native_low_precision(device, self.precision)
-        if reason:
-            raise BackendUnavailable(reason)
-        return AotInductorEngine(Path(directory) / PACKAGE, device)
+    def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
+        return AotInductorEngine(directory / PACKAGE, self._device())

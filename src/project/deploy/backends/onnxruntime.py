@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from project.deploy.backends._util import batch_dim, export_example, quiet_export
-from project.deploy.backends.base import Backend, BackendUnavailable, Engine
+from project.deploy.backends.base import Backend
+from project.deploy.hardware import Engine
 
 MODEL_FILE = "model.onnx"
 
@@ -61,15 +62,15 @@ class OnnxRuntimeEngine:
 
 class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
+    precisions = ("fp32",)  # it runs the exported fp32 graph
+    libraries = ("onnxruntime",)
 
     def __init__(
         self, name: str | None = None, precision: str = "fp32", spin: bool = False, providers: list | None = None
     ) -> None:
         super().__init__(name=name, precision=precision, spin=spin, providers=providers)
 
-    def unavailable_reason(self) -> str | None:
-        if self.precision != "fp32":
-            return f"onnxruntime runs the exported fp32 graph; precision {self.precision!r} is not built here"
+    def _unavailable_reason(self) -> str | None:
         if importlib.util.find_spec("onnxruntime") is None:
             return "onnxruntime is not installed"
         return None
@@ -77,17 +78,14 @@ class OnnxRuntimeBackend(Backend):
     def _providers(self) -> list[str] | None:
         return list(self.options["providers"]) if self.options.get("providers") else None
 
-    def build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendUnavailable(reason)
-        return OnnxRuntimeEngine(export_onnx(net, example.cpu()), self.threads, self._providers(), self.options["spin"])
+    def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
+        return OnnxRuntimeEngine(export_onnx(net, example.cpu()), threads, self._providers(), self.options["spin"])
 
     def save(self, engine: Engine, directory: Path) -> list[str]:
         assert isinstance(engine, OnnxRuntimeEngine)
         (Path(directory) / MODEL_FILE).write_bytes(engine.model)
         return [MODEL_FILE]
 
-    def load(self, directory: Path, net: nn.Module) -> Engine:
-        model = (Path(directory) / MODEL_FILE).read_bytes()
-        return OnnxRuntimeEngine(model, self.threads, self._providers(), self.options.get("spin", False))
+    def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
+        model = (directory / MODEL_FILE).read_bytes()
+        return OnnxRuntimeEngine(model, threads, self._providers(), self.options.get("spin", False))

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from project.deploy.backends._util import export_example, quiet_export
-from project.deploy.backends.base import Backend, BackendUnavailable, Engine
+from project.deploy.backends.base import Backend
+from project.deploy.hardware import Engine
 
 XML, BIN = "model.xml", "model.bin"
-PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
 
 
@@ -30,7 +31,7 @@ class OpenVinoEngine:
         import openvino as ov
 
         config: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+            "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision],
             "PERFORMANCE_HINT": hint.upper(),
         }
         if threads:
@@ -69,15 +70,15 @@ class OpenVinoEngine:
 
 class OpenVinoBackend(Backend):
     kind = "openvino"
+    precisions = tuple(INFERENCE_PRECISION)  # fp32, bf16, fp16
+    libraries = ("openvino",)
 
     def __init__(
         self, name: str | None = None, precision: str = "fp32", hint: str = "latency", source: str = "module"
     ) -> None:
         super().__init__(name=name, precision=precision, hint=hint, source=source)
 
-    def unavailable_reason(self) -> str | None:
-        if self.precision not in PRECISIONS:
-            return f"unknown precision {self.precision!r} (fp32, bf16 or fp16)"
+    def _unavailable_reason(self) -> str | None:
         if self.options["hint"] not in ("latency", "throughput"):
             return f"unknown hint {self.options['hint']!r} (latency or throughput)"
         if self.options["source"] not in ("module", "onnx"):
@@ -92,13 +93,7 @@ class OpenVinoBackend(Backend):
                 return f"this CPU has no native {self.precision} (OpenVINO CPU capabilities: {', '.join(capabilities)})"
         return None
 
-    def _engine(self, model: Any) -> OpenVinoEngine:
-        return OpenVinoEngine(model, self.precision, self.options["hint"], self.threads)
-
-    def build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendUnavailable(reason)
+    def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
         import openvino as ov
 
         example = export_example(example.cpu())
@@ -113,7 +108,7 @@ class OpenVinoBackend(Backend):
         else:
             with quiet_export():
                 model = ov.convert_model(net.eval(), example_input=example, input=[shape])
-        return self._engine(model)
+        return OpenVinoEngine(model, self.precision, self.options["hint"], threads)
 
     def save(self, engine: Engine, directory: Path) -> list[str]:
         import openvino as ov
@@ -123,10 +118,8 @@ class OpenVinoBackend(Backend):
         ov.save_model(engine.model, Path(directory) / XML, compress_to_fp16=False)
         return [XML, BIN]
 
-    def load(self, directory: Path, net: nn.Module) -> Engine:
-        reason = self.unavailable_reason()  # e.g. a bf16 engine on a CPU without bf16: let the bundle fall back
-        if reason:
-            raise BackendUnavailable(reason)
+    def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
+        # `load` checked availability: a bf16 engine on a CPU without bf16 is refused, the bundle falls back
         import openvino as ov
 
-        return self._engine(ov.Core().read_model(Path(directory) / XML))
+        return OpenVinoEngine(ov.Core().read_model(directory / XML), self.precision, self.options["hint"], threads)

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from project.deploy.backends.base import Backend, BackendUnavailable, Engine
+from project.deploy.backends.base import Backend
+from project.deploy.hardware import DTYPES, FLOAT_PRECISIONS, Engine, native_precision_reason
 
 PROGRAM = "model.ep"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TensorRtEngine:
@@ -41,25 +41,21 @@ class TensorRtEngine:
 
 class TensorRtBackend(Backend):
     kind = "tensorrt"
+    precisions = FLOAT_PRECISIONS
+    libraries = ("torch-tensorrt", "tensorrt")
 
     def __init__(self, name: str | None = None, precision: str = "fp32", min_block_size: int = 1) -> None:
         super().__init__(name=name, precision=precision, min_block_size=min_block_size)
 
-    def unavailable_reason(self) -> str | None:
-        if self.precision not in DTYPES:
-            return f"unknown precision {self.precision!r} (fp32, fp16 or bf16)"
+    def _unavailable_reason(self) -> str | None:
         if not torch.cuda.is_available():
             return "no CUDA device (TensorRT runs on NVIDIA GPUs only)"
         if importlib.util.find_spec("torch_tensorrt") is None:
             return "torch-tensorrt is not installed (pip install '.[tensorrt]')"
-        if self.precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
-            return "this GPU has no native bf16 (needs compute capability 8.0+)"
-        return None
+        reason = native_precision_reason("cuda", self.precision)
+        return f"{reason} (needs compute capability 8.0+)" if reason else None
 
-    def build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int) -> Engine:
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendUnavailable(reason)
+    def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
         import torch_tensorrt
 
         dtype = DTYPES[self.precision]
@@ -96,11 +92,8 @@ class TensorRtBackend(Backend):
         torch_tensorrt.save(engine.module, str(path), output_format="exported_program", arg_inputs=example, **kwargs)
         return [PROGRAM]
 
-    def load(self, directory: Path, net: nn.Module) -> Engine:
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendUnavailable(reason)
+    def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
         import torch_tensorrt
 
-        path = Path(directory) / PROGRAM
+        path = directory / PROGRAM
         return TensorRtEngine(torch_tensorrt.load(str(path)).module(), DTYPES[self.precision], path=path)

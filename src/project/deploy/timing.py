@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from project.config import dataclass_from_mapping
-
-Engine = Callable[[torch.Tensor], torch.Tensor]
+from project.deploy.hardware import Engine
+from project.deploy.results import TimingPoint
 
 
 @dataclass
@@ -66,14 +66,14 @@ def time_calls(engine: Engine, x: torch.Tensor, min_iters: int, min_duration_s: 
     return samples
 
 
-def summarize(samples: Sequence[float], batch_size: int) -> dict[str, Any]:
+def timing_point(samples: Sequence[float], batch_size: int) -> TimingPoint:
     """Per-call seconds → latency percentiles (ms) and throughput (images/s) with its spread."""
     t = np.asarray(samples, dtype=np.float64)
     p50, p90, p99 = np.percentile(t, [50, 90, 99])
-    return {
-        "iterations": int(t.size),
-        "measured_s": float(t.sum()),
-        "latency_ms": {
+    return TimingPoint(
+        iterations=int(t.size),
+        measured_s=float(t.sum()),
+        latency_ms={
             "min": float(t.min() * 1e3),
             "p50": float(p50 * 1e3),
             "p90": float(p90 * 1e3),
@@ -82,17 +82,21 @@ def summarize(samples: Sequence[float], batch_size: int) -> dict[str, Any]:
             "mean": float(t.mean() * 1e3),
         },
         # per-call throughput: the median call's, the slowest call's and the fastest call's
-        "throughput": {"median": batch_size / p50, "min": batch_size / t.max(), "max": batch_size / t.min()},
-    }
+        throughput={
+            "median": float(batch_size / p50),
+            "min": float(batch_size / t.max()),
+            "max": float(batch_size / t.min()),
+        },
+    )
 
 
-def benchmark_engines(
+def time_engines(
     engines: Mapping[str, Engine],
     inputs: Mapping[int, torch.Tensor],
     settings: TimingSettings,
     progress: Callable[[str], None] | None = None,
-) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, str]]:
-    """Time every engine at every batch size, interleaved round by round. Returns name → batch → summary,
+) -> tuple[dict[str, dict[int, TimingPoint]], dict[str, str]]:
+    """Time every engine at every batch size, interleaved round by round. Returns name → batch → point,
     and name → error for an engine that raised (it is dropped; the others go on)."""
     samples: dict[str, dict[int, list[float]]] = {name: {bs: [] for bs in inputs} for name in engines}
     errors: dict[str, str] = {}
@@ -118,7 +122,7 @@ def benchmark_engines(
                 except Exception as exc:  # one broken engine must not take the table down with it
                     errors[name] = f"{type(exc).__name__}: {exc}"
     results = {
-        name: {bs: summarize(s, bs) for bs, s in per_bs.items()}
+        name: {bs: timing_point(s, bs) for bs, s in per_bs.items()}
         for name, per_bs in samples.items()
         if name not in errors
     }
