@@ -13,7 +13,8 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from project.atomic import atomic_path, atomic_write_text
-from project.validation import ConfigError, _compose, config_errors, validate_config
+from project.command_line import _compose
+from project.validation import ConfigError, config_errors, validate_config
 from tests.conftest import read_metrics
 
 
@@ -94,6 +95,8 @@ def test_every_shipped_config_validates(overrides: list[str]) -> None:
         (["+data.augment_crop=2"], "DigitsDataModule has no setting `augment_crop`; did you mean `augment`?"),
         (["model.net._target_=project.models.nets.NoSuchNet"], "cannot import"),
         (["test=maybe"], "test: expected bool"),
+        (["deploy.enabled=maybe"], "deploy.enabled: expected bool, got 'maybe'"),
+        (["+deploy.backendz=[eager]"], "unknown deploy keys ['backendz']"),
     ],
 )
 def test_validation_names_the_key_and_the_fix(overrides: list[str], message: str) -> None:

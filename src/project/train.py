@@ -11,11 +11,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from project import run
+from project.command_line import check_command_line
 from project.config import config_dir, exits_on_user_error
 from project.distributed.ranks import is_rank_zero
 from project.distributed.strategy import finish_job
 from project.tracking.wandb_setup import finish_on_exit
-from project.validation import check_command_line, validate_config
+from project.validation import validate_config
 
 # 128 + SIGTERM, what a shell reports for a process ended by the signal
 PREEMPTED_EXIT_CODE = 143

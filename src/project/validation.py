@@ -2,17 +2,15 @@
 signature and type hints of what it builds (as LightningCLI does with jsonargparse), and the project's own
 top-level settings against a small schema. A mistake is one line naming the key, exit 2.
 
-`check_command_line` also turns Hydra's composition errors (a misspelt key, an unknown group option) into
-one line with a suggestion. `HYDRA_FULL_ERROR=1` skips the translation and shows everything.
+`project.command_line` runs it on the command line's config before Hydra starts the job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
-import os
 import re
-import sys
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -21,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from project.config import UserError, config_dir
+from project.config import UserError
 
 # the project's own top-level settings of conf/train.yaml (the groups are `_target_` nodes, checked below)
 TRAIN_SETTINGS: dict[str, Any] = {
@@ -190,6 +188,28 @@ def check_target(node: DictConfig, path: str) -> Iterator[str]:
             yield f"{path}: {name} needs {', '.join(missing)} (add {path}.{missing[0]}=...)"
 
 
+def settings_errors(cfg: DictConfig) -> Iterator[str]:
+    """The project's own settings groups (not `_target_` nodes): built into their dataclass as the run will
+    build them, then every field checked against its type hint."""
+    from project.deploy.settings import DeploySettings
+
+    for key, build in {"deploy": DeploySettings.from_config}.items():
+        ok, value = _value(cfg, key) if key in cfg else (False, None)
+        if not ok or value is None:
+            continue
+        try:
+            built = build(value)
+        except (TypeError, ValueError) as err:
+            yield f"{key}: {err}"
+            continue
+        hints = typing.get_type_hints(type(built))
+        for field in dataclasses.fields(built):
+            field_value = getattr(built, field.name)
+            plain_value = dataclasses.asdict(field_value) if dataclasses.is_dataclass(field_value) else field_value
+            if problem := type_error(hints[field.name], plain_value):
+                yield f"{key}.{field.name}: {problem}"
+
+
 def config_errors(cfg: DictConfig, settings: dict[str, Any] | None = None) -> list[str]:
     """Every problem found in `cfg` (the `hydra` node is Hydra's own and left out)."""
     errors: list[str] = []
@@ -208,6 +228,7 @@ def config_errors(cfg: DictConfig, settings: dict[str, Any] | None = None) -> li
                 walk(item, f"{path}[{i}]")
 
     walk(cfg, "")
+    errors.extend(settings_errors(cfg))
     for key, annotation in (settings or {}).items():
         if key in cfg:
             ok, value = _value(cfg, key)
@@ -220,80 +241,3 @@ def validate_config(cfg: DictConfig, settings: dict[str, Any] | None = TRAIN_SET
     """Raise `ConfigError` (one line: the first problem, and how many more) if `cfg` cannot work."""
     if errors := config_errors(cfg, settings):
         raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
-
-
-# --- the command line -------------------------------------------------------------------------------
-def _compose(config_name: str, overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose(config_name, overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def _is_plain_run(args: list[str]) -> bool:
-    """Only plain `key=value` runs are pre-checked: flags (-m, --cfg, --help, -cn) and sweeps go to Hydra."""
-    if any(a.startswith("-") for a in args):
-        return False
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(args)
-    except Exception:
-        return True  # a grammar error: composing reports it
-    return not any(o.is_sweep_override() for o in parsed)
-
-
-def explain_composition_error(config_name: str, overrides: list[str], exc: Exception) -> str:
-    """Hydra's multi-line composition error → one line with the fix."""
-    text = str(exc)
-    if m := re.search(r"Could not find '([^']+)/([^']+)'", text):
-        group, option = m.group(1), m.group(2)
-        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
-        if not options:
-            return f"{group}={option}: no such option in the config group `{group}`"
-        return f"{group}={option}: no such option; choose one of: {', '.join(options)}{suggestion(option, options)}"
-    if m := re.search(r"Could not override '([^']+)'", text):
-        key = m.group(1)
-        parent_path, _, leaf = key.rpartition(".")
-        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
-        rest = [o for o in overrides if o.split("=", 1)[0] != key]
-        known: list[str] = []
-        try:
-            parent = OmegaConf.select(_compose(config_name, rest), parent_path) if parent_path else None
-            if isinstance(parent, DictConfig):
-                known = [str(k) for k in parent if not str(k).startswith("_")]
-                if "_target_" in parent:
-                    from hydra._internal.utils import _locate
-
-                    params, _ = parameters(_locate(str(parent["_target_"])))
-                    if leaf in params:
-                        return f"{key} is not in the config; add it with +{key}={value}"
-                    known += [p for p in params if p not in known]
-        except Exception:
-            pass
-        hint = suggestion(leaf, known) or f" (to add a new key: +{key}={value})"
-        return f"{key}: no such key{hint}"
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-
-
-def check_command_line(config_name: str, args: list[str] | None = None) -> None:
-    """Compose and validate the command line's config before Hydra starts the job (no run folder is made
-    for a config that cannot work). Errors: one line on stderr, exit 2."""
-    args = sys.argv[1:] if args is None else args
-    if os.environ.get("HYDRA_FULL_ERROR") == "1" or not _is_plain_run(args):
-        return
-    try:
-        cfg = _compose(config_name, args)
-    except Exception as exc:
-        print(f"error: {explain_composition_error(config_name, args, exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    try:
-        validate_config(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
