@@ -124,20 +124,21 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 def interrupted_message(trainer: L.Trainer, path: str) -> str:
-    """The one line a preempted run ends with: where it stopped and the command that resumes it."""
-    command = "python -m project.train ckpt_path=last"
+    """The one line a preempted run ends with: where it stopped and, under `project.train`, the command
+    that resumes it (other entry points, e.g. `project.tune`, say how they resume themselves)."""
+    where = f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {path}"
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(main_spec, "name", None) != "project.train":
+        return where
+    task: list[str] = []
     try:
         from hydra.core.hydra_config import HydraConfig
 
         if HydraConfig.initialized():
             task = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
-            command = " ".join(["python -m project.train", *task, "ckpt_path=last"])
     except Exception:  # outside a Hydra job: the generic command
         pass
-    return (
-        f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {path}; "
-        f"resume with: {command}"
-    )
+    return f"{where}; resume with: " + " ".join(["python -m project.train", *task, "ckpt_path=last"])
 
 
 def _same_config(run_dir: Path, cfg: DictConfig) -> bool:
