@@ -7,6 +7,9 @@ JSON bodies of real digit images), and reports requests/s and p50/p99 latency pe
     python benchmarks/serve_load.py --bundle logs/train/runs/<run>/deploy
     python benchmarks/serve_load.py --requests 4000 --clients 32 --batch-sizes 1 8 32
     python benchmarks/serve_load.py --url http://127.0.0.1:8000      # an already running server, as is
+    python benchmarks/serve_load.py --soak [--requests 10000]         # soak: malformed requests, memory, no 5xx
+
+`--soak` (see benchmarks/serve_soak.py; `make soak`) exits 1 when the server fails it.
 
 Bounded: `--requests` in total, a 30 s timeout per request, `--startup-timeout` for each server.
 Client threads share the machine with the server, so on a small host the figures are a lower bound.
@@ -40,18 +43,8 @@ def newest_bundle() -> str | None:
 
 
 def digit_bodies(count: int = 64) -> list[bytes]:
-    """JSON request bodies of real digits (scaled 8×8 PNGs), so the server decodes real images."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    bodies = []
-    for image in digits.images[:count]:
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(image * 16, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
-        bodies.append(json.dumps({"image": base64.b64encode(buffer.getvalue()).decode()}).encode())
-    return bodies
+    """JSON request bodies of real digits."""
+    return [json.dumps({"image": base64.b64encode(png).decode()}).encode() for png in digit_pngs(count)]
 
 
 def free_port() -> int:
@@ -160,15 +153,62 @@ def load(url: str, bodies: list[bytes], requests: int, clients: int) -> dict[str
     }
 
 
+def digit_pngs(count: int = 64) -> list[bytes]:
+    """Real digits (scaled 8×8 PNGs), so the server decodes real images."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    pngs = []
+    for image in load_digits().images[:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(image * 16, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
+def run_soak(args: argparse.Namespace) -> int:
+    """Start a server, soak it, stop it; 0 when it passed."""
+    from serve_soak import SERVER_SETTINGS, print_summary, soak
+
+    from project import Predictor
+    from project.inference.v2_protocol import default_model_name
+
+    args.bundle = args.bundle or newest_bundle()
+    if not args.bundle or not Path(args.bundle).is_dir():
+        raise SystemExit("no bundle: pass --bundle PATH/TO/<run>/deploy (or train first: python -m project.train)")
+    args.requests = args.requests or 10_000
+    args.warmup = min(1000, args.requests // 5) if args.warmup is None else args.warmup
+    predictor = Predictor.load(args.bundle)
+    images = digit_pngs()
+    labels = [p.label for p in predictor.predict(images)]
+    given = {a.split("=", 1)[0] for a in args.server_args}
+    args.server_args = [s for s in SERVER_SETTINGS if s.split("=", 1)[0] not in given] + args.server_args
+    model = next((a.split("=", 1)[1] for a in args.server_args if a.startswith("model_name=")), None)
+    log_dir = Path("logs/serve_load") / time.strftime("%Y-%m-%d_%H-%M-%S")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    proc, url = start_server(args, 16, log_dir)
+    try:
+        result = soak(url, proc.pid, model or default_model_name(predictor.bundle.net_config), images, labels, args)
+    finally:
+        stop_server(proc)
+    print_summary(result, args.max_growth, args.json)
+    return 0 if result["passed"] else 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", default=None, help="deploy bundle (default: the newest logs/train/runs/*/deploy)")
     parser.add_argument("--url", default=None, help="load an already running server instead of starting one")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per setting (after warm-up)")
+    parser.add_argument("--requests", type=int, default=None, help="requests per setting (2000; --soak: 10000)")
+    parser.add_argument("--soak", action="store_true", help="soak test (malformed requests, memory growth, no 5xx)")
+    parser.add_argument("--malformed", type=float, default=0.1, help="--soak: share of malformed requests")
+    parser.add_argument("--stall", type=float, default=3.0, help="--soak: seconds a slow body stalls")
+    parser.add_argument("--max-growth", type=float, default=0.10, help="--soak: allowed RSS growth after warm-up")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], help="max_batch_size values")
     parser.add_argument("--batch-timeout", type=float, default=0.005, help="seconds a batch waits to fill")
-    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=None, help="unmeasured requests first (100; --soak: 1000)")
     parser.add_argument("--startup-timeout", type=float, default=120)
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument(
@@ -180,6 +220,10 @@ def main() -> None:
         help="extra override for project.serve, repeatable (e.g. --set torch_threads=1)",
     )
     args = parser.parse_args()
+    if args.soak:
+        raise SystemExit(run_soak(args))
+    args.requests = args.requests or 2000
+    args.warmup = 100 if args.warmup is None else args.warmup
 
     bodies = digit_bodies()
     results = []

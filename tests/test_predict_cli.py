@@ -51,8 +51,13 @@ def test_predict_after_train_prints_correct_json(trained_default: Path, digits_m
         correct += line["label"] == line["input"].rsplit("label", 1)[1].removesuffix(".png")
     assert correct >= 27, f"{correct}/30 correct"
     assert "predicted 30 input(s), 0 failed" in proc.stderr and "images/s" in proc.stderr
-    summaries = list((tmp_path / "logs").rglob("summary.json"))
+    assert not (tmp_path / "logs").exists()  # quiet: no run folder, and no summary.json without output=
+    asked = run_cli(
+        "predict", f"bundle={bundle}", f"inputs={tmp_path}/imgs", "hydra=default", log_dir=tmp_path / "logs"
+    )
+    summaries = list((tmp_path / "logs").rglob("summary.json"))  # a run folder when asked for, summary in it
     assert len(summaries) == 1 and json.loads(summaries[0].read_text())["count"] == 30
+    assert json_lines(asked.stdout) == lines
 
 
 def make_mixed_folder(folder: Path, digits_model) -> list[str]:
@@ -89,6 +94,9 @@ def test_bad_inputs_are_recorded_and_the_rest_predicted(digits_bundle: Path, dig
         else:
             assert set(line) == {"input", "error"} and outcome in line["error"], line
     assert "predicted 8 input(s), 5 failed" in proc.stderr
+    summary = json.loads((output.parent / "summary.json").read_text())  # beside output=, no run folder
+    assert (summary["count"], summary["failed"], summary["runner"]) == (8, 5, "local")
+    assert not (tmp_path / "logs").exists()
 
 
 def test_fail_on_error_false_exits_zero(digits_bundle: Path, digits_model, tmp_path: Path) -> None:

@@ -4,14 +4,7 @@ bad requests answered 400 while it keeps serving, concurrent requests batched to
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,71 +17,17 @@ from project import Predictor
 from project.config import UserError
 from project.serve import build_server
 from tests.inference_helpers import bomb_png, digit_samples, png_bytes
+from tests.serve_helpers import serving
 
 # the shared fixtures (digits_model, digits_bundle): registered once, so session scope holds across files
-
-STARTUP_TIMEOUT_S = 120  # spawning the worker imports torch; slow on a busy 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (LitServe stops its workers), then SIGKILL whatever is left of the process group we started."""
-    if proc.poll() is None:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=20)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # our own session: the server and the workers it spawned
-    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def server(digits_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The server on a free loopback port, ready (health 200); its URL."""
-    port = free_port()
-    logs = tmp_path_factory.mktemp("serve")
-    cmd = [
-        sys.executable,
-        "-m",
-        "project.serve",
-        f"bundle={digits_bundle}",
-        f"port={port}",
-        "max_batch_size=8",
-        "batch_timeout=0.02",
-        "max_payload_mb=1",
-        "max_pixels=1000000",
-        "max_topk=5",
-        "threads=1",  # the worker shares 2 cores with the HTTP process and the test
-        f"paths.log_dir={logs}",
-    ]
-    log_file = open(logs / "server.log", "w")  # noqa: SIM115 (open for the server's whole life)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited {proc.returncode}:\n{(logs / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"server not healthy after {STARTUP_TIMEOUT_S} s:\n{(logs / 'server.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop(proc)
-        log_file.close()
+    overrides = ("max_batch_size=8", "batch_timeout=0.02", "max_payload_mb=1", "max_pixels=1000000", "max_topk=5")
+    with serving(digits_bundle, tmp_path_factory.mktemp("serve"), *overrides) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")

@@ -95,3 +95,13 @@ def dataclass_from_mapping(cls: type[T], values: Mapping[str, Any] | None, what:
     if unknown:
         raise ValueError(f"unknown {what} keys {unknown}; known: {known}")
     return cls(**values)
+
+
+def _hf_preprocessing(name: str, key: str) -> Any:
+    from project.models.hf_preprocessing import preprocessing_value  # lazy: only configs that use it pay
+
+    return preprocessing_value(name, key)
+
+
+# `${hf_preprocessing:${model.net.name},image_mean}`: a pretrained backbone's input size and statistics
+OmegaConf.register_new_resolver("hf_preprocessing", _hf_preprocessing, replace=True)

@@ -28,7 +28,8 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = run.build_trainer(cfg)
     run.log_config(trainer, cfg)
     trainer.test(model, datamodule=datamodule)
-    return {"metrics": run.metrics_dict(trainer.callback_metrics), "best_checkpoint": None}
+    metrics = run.metrics_dict(trainer.callback_metrics)
+    return {"metrics": metrics, "best_checkpoint": None, "test_report": model.test_report}
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")

@@ -1,9 +1,11 @@
-"""`python -m project.predict bundle=PATH inputs=PATH_OR_GLOB [topk=3] [output=preds.jsonl]`
+"""`python -m project.predict bundle=PATH inputs=PATH_OR_GLOB [topk=3] [output=preds.jsonl] [runner=ray]`
 
 One JSON line per input, in input order: `{"input", "label", "index", "score", "topk"}`, or
-`{"input", "error"}` for an input that could not be read; the rest are still predicted. A summary
-(count, failures, images/s) goes to stderr and to `summary.json` in the Hydra run folder. Exit code 1
-when any input failed (`fail_on_error=false` to exit 0), 2 for a usage error (no bundle, no inputs).
+`{"input", "error"}` for an input that could not be read; the rest are still predicted. `runner=ray`
+spreads the work over a Ray actor pool and writes JSONL or Parquet shards (project.inference.ray_runner).
+A summary (count, failures, images/s) goes to stderr and to `summary.json` beside `output=`. No run
+folder is written unless asked (`hydra=default`). Exit code 1 when any input failed
+(`fail_on_error=false` to exit 0), 2 for a usage error (no bundle, no inputs).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from project.config import UserError, config_dir, exits_on_user_error, plain
-from project.inference.preprocess import IMAGE_SUFFIXES, InvalidInput
+from project.inference.preprocess import IMAGE_SUFFIXES
 
 
 def resolve_inputs(spec: str | Sequence[str] | None) -> list[str]:
@@ -80,14 +82,23 @@ def _progress(enabled: bool, total: int) -> Any:
     )
 
 
-def predict(cfg: DictConfig) -> dict[str, Any]:
-    """Predict every input of `cfg.inputs` with the bundle `cfg.bundle`; return the summary."""
-    if not cfg.get("bundle"):
-        raise UserError("bundle is required: pass bundle=PATH/TO/<run>/deploy")
-    if int(cfg.topk) < 1:
-        raise UserError(f"topk must be at least 1, got {cfg.topk}")
-    files = resolve_inputs(plain(cfg.get("inputs")))
+RUNNERS = ("local", "ray")
 
+
+def summarize(count: int, failed: int, seconds: float, **details: Any) -> dict[str, Any]:
+    """The summary every runner reports (stderr line and summary.json)."""
+    return {
+        "count": count,
+        "failed": failed,
+        "seconds": round(seconds, 4),
+        "images_per_s": round(count / seconds, 1) if seconds > 0 else None,
+        **details,
+    }
+
+
+def predict_locally(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
+    """runner=local: this process, `batch_size` inputs at a time, JSON lines in input order."""
+    from project.inference.batch_records import predict_records
     from project.inference.predictor import Predictor  # after the cheap checks: torch import is slow
 
     predictor = Predictor.load(
@@ -97,39 +108,71 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     with _open_output(cfg.get("output")) as out, _progress(bool(cfg.get("progress", True)), len(files)) as bar:
         task = bar.add_task("predict", total=len(files)) if bar is not None else None
-        results = predictor.predict_each(files, topk=int(cfg.topk))
-        for path, result in zip(files, results, strict=True):
-            if isinstance(result, InvalidInput):
-                failures += 1
-                record = {"input": path, "error": result.reason}
-            else:
-                record = {"input": path, **result.to_dict()}
-            out.write(json.dumps(record) + "\n")
+        for first in range(0, len(files), predictor.batch_size):
+            chunk = files[first : first + predictor.batch_size]
+            for record in predict_records(predictor, chunk, int(cfg.topk)):
+                failures += "error" in record
+                out.write(json.dumps(record) + "\n")
             if bar is not None:
-                bar.advance(task)
+                bar.advance(task, len(chunk))
         out.flush()
-    seconds = time.perf_counter() - start
-    return {
-        "count": len(files),
-        "failed": failures,
-        "seconds": round(seconds, 4),
-        "images_per_s": round(len(files) / seconds, 1) if seconds > 0 else None,
-        "backend": predictor.backend,
-        "bundle": str(predictor.bundle.directory) if predictor.bundle else None,
-        "output": cfg.get("output"),
-    }
+    return summarize(
+        len(files),
+        failures,
+        time.perf_counter() - start,
+        runner="local",
+        backend=predictor.backend,
+        bundle=str(predictor.bundle.directory) if predictor.bundle else None,
+        output=cfg.get("output"),
+    )
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    """Predict every input of `cfg.inputs` with the bundle `cfg.bundle` on `cfg.runner`; return the summary."""
+    if not cfg.get("bundle"):
+        raise UserError("bundle is required: pass bundle=PATH/TO/<run>/deploy")
+    if int(cfg.topk) < 1:
+        raise UserError(f"topk must be at least 1, got {cfg.topk}")
+    runner = cfg.get("runner", "local")
+    if runner not in RUNNERS:
+        raise UserError(f"runner={runner} is not known: use one of {', '.join(RUNNERS)}")
+    from project.inference.batch_records import input_list
+
+    spec = plain(cfg.get("inputs"))
+    files = input_list(spec) or resolve_inputs(spec)
+    if runner == "ray":
+        from project.inference.ray_runner import predict_on_ray
+
+        return predict_on_ray(cfg, files)
+    return predict_locally(cfg, files)
+
+
+def summary_path(cfg: DictConfig) -> Path | None:
+    """Where summary.json goes: `summary=` if given, else beside `output=`, else the run folder when one
+    was asked for (`hydra=default`); with none of these the summary is on stderr only."""
+    if cfg.get("summary"):
+        return Path(cfg.summary)
+    if cfg.get("output"):
+        return Path(cfg.output).parent / "summary.json"
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.output_subdir is not None:
+        return Path(hydra_cfg.runtime.output_dir) / "summary.json"
+    return None
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
 @exits_on_user_error
 def main(cfg: DictConfig) -> None:
     summary = predict(cfg)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    path = summary_path(cfg)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2) + "\n")
     print(
         f"predicted {summary['count']} input(s), {summary['failed']} failed, in {summary['seconds']:.2f} s "
-        f"({summary['images_per_s']} images/s, {summary['backend']} engine)"
-        + (f"; predictions in {summary['output']}" if summary["output"] else ""),
+        f"({summary['images_per_s']} images/s, {summary['backend']} engine, {summary['runner']} runner)"
+        + (f"; predictions in {summary['output']}" if summary["output"] else "")
+        + (f"; summary in {path}" if path else ""),
         file=sys.stderr,
     )
     if summary["failed"] and cfg.get("fail_on_error", True):

@@ -118,7 +118,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = (), show_config
             log.warning("No best checkpoint (checkpointing off or fast_dev_run): testing the current weights.")
         trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True if best else None)
         metrics.update(metrics_dict(trainer.callback_metrics))
-    return {"metrics": metrics, "best_checkpoint": best, "trainer": trainer}
+    test_report = getattr(model, "test_report", None)
+    return {"metrics": metrics, "best_checkpoint": best, "trainer": trainer, "test_report": test_report}
 
 
 def objective_value(cfg: DictConfig, metrics: Mapping[str, float]) -> float | None:
@@ -142,6 +143,8 @@ def report(result: dict[str, Any], output_dir: str | Path) -> None:
             table.add_row(key, f"{value:.4f}")
     rich.print(table)
     summary = {"metrics": result["metrics"], "best_checkpoint": result.get("best_checkpoint")}
+    if result.get("test_report"):  # per-class figures, macro-F1 and the confusion matrix of the test split
+        summary["test_report"] = result["test_report"]
     atomic_write_text(Path(output_dir) / "metrics.json", json.dumps(summary, indent=2) + "\n")
     # plain print: paths must stay on one line whatever the terminal width
     if result.get("best_checkpoint"):

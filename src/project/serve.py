@@ -1,7 +1,9 @@
 """`python -m project.serve bundle=PATH [port=8000] [host=127.0.0.1] [max_batch_size=16]`
 
-An HTTP server (LitServe) answering `POST /predict` with the same JSON as `Predictor.predict`, with
-dynamic batching. Binds 127.0.0.1 unless `host=` says otherwise. See conf/serve.yaml for every option.
+An HTTP server (LitServe) answering `POST /predict` with the same JSON as `Predictor.predict`, and the
+Open Inference Protocol (KServe V2: `/v2/models/<name>/infer`, health, metadata), with dynamic batching.
+Binds 127.0.0.1 unless `host=` says otherwise (then `api_key` or `allow_unauthenticated=true` is required).
+SIGTERM/SIGINT drain the requests in flight, stop every worker and exit 0. See conf/serve.yaml.
 
     curl -F image=@digit.png http://127.0.0.1:8000/predict
     curl -H 'Content-Type: application/json' -d '{"image": "'$(base64 -w0 digit.png)'", "topk": 3}' \\
@@ -11,6 +13,7 @@ dynamic batching. Binds 127.0.0.1 unless `host=` says otherwise. See conf/serve.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import hydra
@@ -20,25 +23,50 @@ from project.config import UserError, config_dir, exits_on_user_error
 
 log = logging.getLogger(__name__)
 
+LOOPBACK = ("127.0.0.1",)
+HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe can bind
 
-def build_server(cfg: DictConfig) -> Any:
-    """Check the bundle here (one clear line if it is wrong), then build the LitServer around it."""
+
+def check_settings(cfg: DictConfig) -> None:
+    """Every setting that can be wrong, one clear line each, before anything starts."""
     if not cfg.get("bundle"):
         raise UserError("bundle is required: pass bundle=PATH/TO/<run>/deploy")
     if int(cfg.max_batch_size) < 1 or float(cfg.batch_timeout) < 0:
         raise UserError("max_batch_size must be ≥ 1 and batch_timeout ≥ 0")
     if not 1 <= int(cfg.topk) <= int(cfg.max_topk):
         raise UserError(f"topk={cfg.topk} must be between 1 and max_topk={cfg.max_topk}")
+    limits = ("timeout", "body_timeout", "shutdown_timeout", "max_concurrent")
+    if any(float(cfg[key]) <= 0 for key in limits):
+        raise UserError(f"{', '.join(limits)} must all be > 0")
+    if str(cfg.host) not in HOSTS:
+        raise UserError(f"host={cfg.host} is not supported: use 127.0.0.1 (this machine), 0.0.0.0 or ::")
+    if str(cfg.host) not in LOOPBACK and not cfg.get("api_key") and not cfg.get("allow_unauthenticated"):
+        raise UserError(
+            f"host={cfg.host} opens the server to the network: set serve api_key=... (or the SERVE_API_KEY "
+            "environment variable), or allow_unauthenticated=true if something in front of it authenticates"
+        )
 
-    import litserve as ls
+
+def build_server(cfg: DictConfig) -> Any:
+    """Check the settings and the bundle here (one clear line if wrong), then build the server around it."""
+    check_settings(cfg)
+
+    from litserve.utils import WorkerSetupStatus
 
     from project.deploy.bundle import Bundle
+    from project.inference.guard import RequestGuard
     from project.inference.predictor import find_bundle
     from project.inference.preprocess import Preprocessor
-    from project.inference.server import API_PATH, ClassifierAPI, ImageRequestMiddleware
+    from project.inference.request_parsing import API_PATH, ImageRequestMiddleware
+    from project.inference.server import ClassifierAPI
+    from project.inference.supervisor import SupervisedServer
+    from project.inference.v2_protocol import add_v2_routes, model_metadata
 
     bundle = Bundle.open(find_bundle(cfg.bundle))  # verifies the manifest before any worker starts
     Preprocessor.from_spec(bundle.preprocessing)
+    model_name = str(cfg.get("model_name") or bundle.model_name)
+    engine = bundle.info.get("chosen", "eager")
+    chw = tuple(int(bundle.preprocessing[k]) for k in ("channels", "height", "width"))
     api = ClassifierAPI(
         bundle=str(bundle.directory),
         backend=cfg.get("backend"),
@@ -46,37 +74,59 @@ def build_server(cfg: DictConfig) -> Any:
         batch_timeout=float(cfg.batch_timeout),
         max_pixels=int(cfg.max_pixels),
         threads=cfg.get("threads"),
+        model_name=model_name,
     )
-    middleware = {
+    requests = {
         "api_path": API_PATH,
         "max_bytes": int(float(cfg.max_payload_mb) * (1 << 20)),
         "default_topk": int(cfg.topk),
         "max_topk": int(cfg.max_topk),
+        "model_name": model_name,
+        "chw": chw,
     }
-    return ls.LitServer(
+    guard = {
+        "api_key": str(cfg.api_key) if cfg.get("api_key") else None,
+        "max_concurrent": int(cfg.max_concurrent),
+        "retry_after": int(cfg.retry_after),
+        "timeout": float(cfg.timeout),
+        "body_timeout": float(cfg.body_timeout),
+    }
+    server = SupervisedServer(
         api,
         accelerator="cpu",
         devices=1,
         workers_per_device=int(cfg.workers),
         timeout=float(cfg.timeout),
-        middlewares=[(ImageRequestMiddleware, middleware)],
+        shutdown_timeout=float(cfg.shutdown_timeout),
+        middlewares=[(ImageRequestMiddleware, requests), (RequestGuard, guard)],  # the last one is outermost
         model_metadata={
             "bundle": str(bundle.directory),
-            "engine": bundle.info.get("chosen", "eager"),
+            "engine": engine,
+            "model_name": model_name,
             "classes": bundle.class_names,
             "input": {k: bundle.preprocessing.get(k) for k in ("channels", "height", "width")},
             "max_batch_size": int(cfg.max_batch_size),
             "batch_timeout": float(cfg.batch_timeout),
         },
     )
+    metadata = model_metadata(model_name, bundle.preprocessing, len(bundle.class_names), engine)
+
+    def ready() -> bool:
+        status = getattr(server, "workers_setup_status", None) or {}
+        return bool(status) and all(v == WorkerSetupStatus.READY for v in status.values())
+
+    add_v2_routes(server.app, metadata, ready)
+    return server
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="serve")
 @exits_on_user_error
 def main(cfg: DictConfig) -> None:
     server = build_server(cfg)
-    log.info("serving %s on http://%s:%s%s", cfg.bundle, cfg.host, cfg.port, "/predict")
-    server.run(host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level), generate_client_file=False)
+    log.info("serving %s on http://%s:%s (/predict, /v2/models/...)", cfg.bundle, cfg.host, cfg.port)
+    code = server.run(host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level), generate_client_file=False)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

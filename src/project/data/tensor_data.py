@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from project.config import plain
-from project.data.augment import BatchAugment, normalize
+from project.data.augment import BatchAugment, normalize, resize
 
 
 class TensorBatchLoader:
@@ -99,6 +99,7 @@ class TensorImageDataModule(L.LightningDataModule):
         augment: dict[str, Any] | None = None,
         channels_last: bool = False,
         data_on_device: bool = True,
+        image_size: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         augment = plain(augment) or {}
@@ -115,6 +116,7 @@ class TensorImageDataModule(L.LightningDataModule):
                 "augment": augment,
                 "channels_last": channels_last,
                 "data_on_device": data_on_device,
+                "image_size": plain(image_size),
             },
             logger=False,
         )
@@ -151,6 +153,8 @@ class TensorImageDataModule(L.LightningDataModule):
             "val": as_tensors(train_x[val_idx], train_y[val_idx]),
             "test": as_tensors(test_x, test_y),
         }
+        if self.hparams.image_size:  # e.g. a pretrained backbone's input size (`data.image_size`)
+            self.splits = {k: (resize(x, self.hparams.image_size), y) for k, (x, y) in self.splits.items()}
 
     def _device(self) -> torch.device:
         trainer = self.trainer
@@ -218,6 +222,12 @@ class TensorImageDataModule(L.LightningDataModule):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 batch → the normalised float batch the network takes."""
         return normalize(images, self.hparams.mean, self.hparams.std, self.hparams.channels_last)
+
+    def class_counts(self) -> list[int]:
+        """Training images per class (class-weighted loss, data card)."""
+        if not self.splits:
+            self.setup()
+        return torch.bincount(self.splits["train"][1], minlength=self.num_classes).tolist()
 
     @property
     def num_classes(self) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -153,6 +154,13 @@ class Bundle:
             if (directory / "benchmark.json").is_file()
             else None,
         )
+
+    @property
+    def model_name(self) -> str:
+        """`project.models.nets.DigitsCNN` → `digits_cnn`: the network class, URL-safe. The one default name
+        the V2 server and the Triton export both use."""
+        target = str(self.net_config.get("_target_", "model")).rsplit(".", 1)[-1]
+        return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", target).lower() or "model"
 
     def net(self) -> nn.Module:
         """The eager fp32 network with the bundle's weights (built once)."""

@@ -42,8 +42,8 @@ def to_display(image: torch.Tensor, mean: list[float] | None, std: list[float] |
 class WandbExtras(Callback):
     """Logs the best checkpoint at the end of fit, and the test report at the end of test.
 
-    Test predictions come from a forward hook on the LightningModule, so nothing is computed twice and
-    the module needs no changes.
+    The confusion matrix is the LightningModule's own (`test_report`); misclassified images come from a
+    forward hook on it, so nothing is computed twice.
     """
 
     def __init__(self, log_best_model: bool = True, log_test_report: bool = True, max_misclassified: int = 32) -> None:
@@ -55,8 +55,6 @@ class WandbExtras(Callback):
     def _reset(self) -> None:
         self._hook: Any = None
         self._logits: torch.Tensor | None = None
-        self._true: list[torch.Tensor] = []
-        self._pred: list[torch.Tensor] = []
         self._wrong: list[tuple[torch.Tensor, int, int, float]] = []
 
     # --- model artifact -----------------------------------------------------------------------------
@@ -105,8 +103,6 @@ class WandbExtras(Callback):
             return
         images, labels = batch[0], batch[1]
         confidence, pred = logits.detach().float().softmax(-1).max(-1)
-        self._true.append(labels.detach().cpu())
-        self._pred.append(pred.cpu())
         room = self.max_misclassified - len(self._wrong)
         for i in (pred != labels).nonzero().flatten()[: max(room, 0)].tolist():
             self._wrong.append((images[i].detach().cpu(), int(labels[i]), int(pred[i]), float(confidence[i])))
@@ -116,27 +112,24 @@ class WandbExtras(Callback):
             self._hook.remove()
             self._hook = None
         run = active_wandb_run(trainer)
-        if run is None or not self._true:
-            return
-        y_true, y_pred = torch.cat(self._true), torch.cat(self._pred)
-        if trainer.world_size > 1:  # DDP: each rank saw its own shard; the matrix covers the whole split
-            from torchmetrics.utilities.distributed import gather_all_tensors  # handles uneven shards
-
-            y_true = torch.cat(gather_all_tensors(y_true.to(pl_module.device))).cpu()
-            y_pred = torch.cat(gather_all_tensors(y_pred.to(pl_module.device))).cpu()
-        if not trainer.is_global_zero:
+        # the module's test report holds the confusion matrix of the whole split (summed across ranks)
+        report = getattr(pl_module, "test_report", None)
+        if run is None or not report or not trainer.is_global_zero:
             self._reset()
             return
         import wandb
 
-        y_true, y_pred = y_true.tolist(), y_pred.tolist()
-        names = self._class_names(trainer, max([*y_true, *y_pred]) + 1)
+        cm = report["confusion_matrix"]
+        names = list(report["class_names"])
+        # the plot takes label lists: expand the counts (no second pass over the predictions)
+        y_true = [t for t, row in enumerate(cm) for p, count in enumerate(row) for _ in range(count)]
+        y_pred = [p for row in cm for p, count in enumerate(row) for _ in range(count)]
         mean, std = self._normalisation(trainer)
         payload: dict[str, Any] = {
             "test/confusion_matrix": wandb.plot.confusion_matrix(
                 y_true=y_true, preds=y_pred, class_names=names, title="Test confusion matrix"
             ),
-            "test/misclassified_count": sum(t != p for t, p in zip(y_true, y_pred, strict=True)),
+            "test/misclassified_count": len(y_true) - sum(cm[i][i] for i in range(len(cm))),
         }
         if self._wrong:
             payload["test/misclassified"] = [
@@ -145,11 +138,6 @@ class WandbExtras(Callback):
             ]
         run.log(payload)
         self._reset()
-
-    @staticmethod
-    def _class_names(trainer: L.Trainer, at_least: int) -> list[str]:
-        names = list(getattr(trainer.datamodule, "class_names", None) or [])
-        return names if len(names) >= at_least else [str(i) for i in range(at_least)]
 
     @staticmethod
     def _normalisation(trainer: L.Trainer) -> tuple[list[float] | None, list[float] | None]:
