@@ -133,6 +133,8 @@ class TensorImageDataModule(L.LightningDataModule):
         )
         self.augment = BatchAugment(**augment)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_loader: TensorBatchLoader | None = None
+        self._train_epoch = 0
 
     # --- what a data set implements -------------------------------------------------------------
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -217,13 +219,25 @@ class TensorImageDataModule(L.LightningDataModule):
         return (1.0 / counts.clamp(min=1))[labels.cpu()]
 
     def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader("train", train=True)
+        self._train_loader = self._loader("train", train=True)
+        self._train_loader.epoch = self._train_epoch  # > 0 when resuming (load_state_dict)
+        return self._train_loader
 
     def val_dataloader(self, shard: bool | None = None) -> TensorBatchLoader:
         return self._loader("val", train=False, shard=shard)
 
     def test_dataloader(self, shard: bool | None = None) -> TensorBatchLoader:
         return self._loader("test", train=False, shard=shard)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to draw the same batches as an uninterrupted one (saved in checkpoints):
+        the training loader's pass counter (it seeds the shuffle) and the augmentation's generators."""
+        epoch = self._train_loader.epoch if self._train_loader is not None else self._train_epoch
+        return {"train_epoch": epoch, "augment": self.augment.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._train_epoch = int(state.get("train_epoch", 0))
+        self.augment.load_state_dict(state.get("augment", {}))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
