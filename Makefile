@@ -8,7 +8,7 @@ ARGS   ?=
 
 export WANDB_SILENT ?= true
 
-.PHONY: install train eval test test-slow lint format benchmark benchmark-train soak clean
+.PHONY: install train eval test test-slow lint format benchmark benchmark-train benchmark-data soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ benchmark: $(STAMP)  ## inference engines vs eager on the newest run's best chec
 
 benchmark-train: $(STAMP)  ## plain fp32 loop vs the project's Trainer path vs the data path
 	$(PY) benchmarks/train_speed.py $(ARGS)
+
+benchmark-data: $(STAMP)  ## preparing a folder of JPEG photos vs a plain Pillow loop; feed rate vs training
+	$(PY) benchmarks/data_speed.py $(ARGS)
 
 soak: $(STAMP)  ## bounded serving soak (10,000 requests, 16 clients, 10 % malformed) on the newest bundle
 	$(PY) benchmarks/serve_load.py --soak --requests 10000 --clients 16 $(ARGS)

@@ -18,8 +18,16 @@ from project.config import config_dir
 
 pytest_plugins = ["tests.inference_fixtures"]
 
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("WANDB_SILENT", "true")
+# Hermetic: whatever the user's shell exports, the suite sees the same environment. The project's own
+# variables (PROJECT_ROOT moves data and logs), W&B's (an API key, an online mode, another folder) and
+# Hydra's (full tracebacks change error output) are cleared, then pinned.
+HERMETIC_PREFIXES = ("WANDB_", "HYDRA_")
+HERMETIC_NAMES = ("PROJECT_ROOT",)
+for _name in list(os.environ):
+    if _name in HERMETIC_NAMES or _name.startswith(HERMETIC_PREFIXES):
+        del os.environ[_name]
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
 
 
 def compose_config(name: str, tmp_path: Path, overrides: list[str] | None = None) -> DictConfig:

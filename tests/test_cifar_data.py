@@ -118,7 +118,7 @@ def test_split_is_seeded_disjoint_and_subsettable(archive: tuple[Path, str], tmp
     assert len(train_rows) + len(a["val"][0]) == 300
     small = splits(split_seed=1, train_subset=40)
     assert len(small["train"][0]) == 40 and torch.equal(small["val"][0], a["val"][0])
-    with pytest.raises(ValueError, match="val_size"):
+    with pytest.raises(UserError, match="val_size"):  # a config mistake: one line, not a traceback
         splits(val_size=300)
 
 

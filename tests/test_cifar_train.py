@@ -81,6 +81,29 @@ def test_cifar_experiment_trains_and_beats_chance(tmp_path: Path) -> None:
     assert checkpoint["input_spec"]["channels"] == 3
     assert checkpoint["input_spec"]["class_names"][-1] == "truck"
 
+    # the checkpoint alone is enough to benchmark it: the run's data config (with its ${model.*} and
+    # ${trainer.*} interpolations) is rebuilt from the run folder
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    quick = ["deploy.backends=[eager]", "deploy.batch_sizes=[1]", "extras.print_config=false"]
+    base = [sys.executable, "-m", "project.benchmark", f"paths.log_dir={tmp_path / 'logs'}", *quick]
+    alone = subprocess.run(
+        [*base, f"ckpt_path={summary['best_checkpoint']}"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert alone.returncode == 0, alone.stdout[-3000:] + alone.stderr[-3000:]
+    assert "test split of CIFAR10DataModule" in (Path(run_line(alone.stdout)) / "benchmark.md").read_text()
+    # a bad value from the command line is one line, not a traceback
+    wrong = subprocess.run(
+        [*base, f"ckpt_path={summary['best_checkpoint']}", "+experiment=cifar", f"data.data_dir={tmp_path / 'cifar10'}",
+         f"data.md5={md5}"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert wrong.stderr.strip().splitlines()[-1].startswith("error: data.val_size=5000 must be between")
+
+
+def run_line(stdout: str) -> str:
+    return [line for line in stdout.splitlines() if line.startswith("run folder: ")][-1].removeprefix("run folder: ")
+
 
 def test_offline_without_data_is_one_line_exit_2(tmp_path: Path) -> None:
     data_dir = tmp_path / "empty"

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from project.deploy.backends import BACKENDS, Backend, BackendUnavailable, Engine, backend_from_spec, parse_backend
+from project.deploy.backends._util import dense
 from project.deploy.parity import ParityData, check_parity, run_engine
 from project.deploy.synthetic import synthetic_parity_data
 from project.models.nets import DigitsCNN
@@ -100,6 +101,30 @@ def test_inductor_aot_package_roundtrip_and_parity(small, tmp_path: Path) -> Non
     result, _ = check_parity(loaded, data, reference, "fp32")
     assert result.passed, result
     assert loaded(data.batches[0][:3]).shape == (3, 10)
+    # the same images with the strides the digits data path gives a 1-channel batch (issue 13 item 4:
+    # the package computed wrong logits on them, top-1 agreement 0.07)
+    odd = ParityData([numpy_layout(x) for x in data.batches], data.labels, data.source)
+    assert odd.batches[0].is_contiguous() and odd.batches[0].stride() != data.batches[0].stride()
+    result, _ = check_parity(loaded, odd, reference, "fp32")
+    assert result.passed, result
+
+
+def numpy_layout(x: torch.Tensor) -> torch.Tensor:
+    """`x` as a numpy fancy index leaves a 1-channel image batch: strides (H*W, 1, W, 1), which torch
+    calls contiguous, so `.contiguous()` keeps them."""
+    n, _, h, w = x.shape
+    return torch.from_numpy(x.numpy().reshape(n, h, w)[:, None][list(range(n))])
+
+
+def test_dense_gives_exact_row_major_strides() -> None:
+    x = numpy_layout(torch.arange(2 * 64, dtype=torch.float32).reshape(2, 1, 8, 8))
+    assert x.stride() == (64, 1, 8, 1) and x.is_contiguous()
+    assert x.contiguous().stride() == (64, 1, 8, 1)  # why `contiguous()` is not enough
+    y = dense(x)
+    assert y.stride() == (64, 64, 8, 1) and torch.equal(x, y)
+    canonical = torch.zeros(3, 3, 4, 4)
+    assert dense(canonical) is canonical  # no copy when the strides are already right
+    assert dense(canonical.permute(0, 2, 3, 1)).stride() == (48, 12, 3, 1)
 
 
 @pytest.mark.slow

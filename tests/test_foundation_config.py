@@ -60,10 +60,13 @@ def test_every_debug_mode_takes_effect_in_the_trainer(compose_cfg, mode: str) ->
 def test_eval_config_composes(compose_cfg) -> None:
     cfg = compose_cfg("eval", ["ckpt_path=/some/where.ckpt"])
     assert cfg.ckpt_path == "/some/where.ckpt"
-    assert "data" in cfg and "trainer" in cfg
+    # no data group by default: eval takes the data config the checkpoint's run saved
+    assert cfg.get("data") is None and "trainer" in cfg
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_eval_composes_with_every_experiment(compose_cfg, experiment: str) -> None:
     cfg = compose_cfg("eval", ["ckpt_path=/some/where.ckpt", f"+experiment={experiment}"])
-    assert isinstance(instantiate(cfg.data), L.LightningDataModule)
+    # an experiment that names no data set leaves data null: eval then takes the checkpoint run's own
+    if cfg.get("data") is not None:
+        assert isinstance(instantiate(cfg.data), L.LightningDataModule)

@@ -141,7 +141,14 @@ def test_resolve_inputs(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "d.png").write_bytes(b"x")
-    assert resolve_inputs(str(tmp_path)) == [f"{tmp_path}/a.JPG", f"{tmp_path}/b.png"]
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "e.png").write_bytes(b"x")
+    # folders recurse by default (a test set in class folders), hidden folders left out
+    assert resolve_inputs(str(tmp_path)) == [f"{tmp_path}/a.JPG", f"{tmp_path}/b.png", f"{tmp_path}/sub/d.png"]
+    assert resolve_inputs(str(tmp_path), recursive=False) == [f"{tmp_path}/a.JPG", f"{tmp_path}/b.png"]
+    # a CSV: its path column, relative to the CSV's folder
+    (tmp_path / "list.csv").write_text("label,path\ncat,sub/d.png\ndog,/abs/x.png\n")
+    assert resolve_inputs(str(tmp_path / "list.csv")) == [f"{tmp_path}/sub/d.png", "/abs/x.png"]
     assert resolve_inputs(f"{tmp_path}/**/*.png") == [f"{tmp_path}/b.png", f"{tmp_path}/sub/d.png"]
     assert resolve_inputs([f"{tmp_path}/c.txt", f"{tmp_path}/missing.png"])[1].endswith("missing.png")
     for bad in (None, "", [], f"{tmp_path}/*.gif", f"{tmp_path}/missing.png", str(tmp_path / "sub" / "none")):

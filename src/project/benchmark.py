@@ -16,11 +16,11 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from project import run
 from project.config import UserError, config_dir, exits_on_user_error, plain
+from project.data.from_run import build_datamodule, use_run_data_config
 from project.deploy.checkpoint import build_net, load_net
 from project.deploy.parity import ParityData, parity_from_loader
 from project.deploy.pipeline import run_pipeline
@@ -32,29 +32,14 @@ from project.deploy.synthetic import synthetic_parity_data
 log = logging.getLogger(__name__)
 
 
-def saved_data_config(checkpoint: Path) -> DictConfig | None:
-    """The `data` config of the run that wrote `checkpoint` (<run>/checkpoints/x.ckpt → <run>/.hydra)."""
-    for folder in (checkpoint.parent, *checkpoint.parents[:3]):
-        path = folder / ".hydra" / "config.yaml"
-        if path.is_file():
-            data = OmegaConf.load(path).get("data")
-            return data if isinstance(data, DictConfig) else None
-    return None
-
-
 def parity_data_from_config(cfg: DictConfig, input_spec: dict[str, Any], max_samples: int | None) -> ParityData | None:
     """The test split of the configured data set (or of the checkpoint's own run), checked against the
     checkpoint's input size; None when there is no data config to be found."""
-    if cfg.get("data") is None and cfg.get("ckpt_path"):
-        saved = saved_data_config(Path(cfg.ckpt_path))
-        if saved is not None:
-            with open_dict(cfg):
-                cfg.data = saved  # its ${paths.*} interpolations resolve against this run's paths
-            log.info("using the data config of the checkpoint's run (%s)", saved.get("_target_"))
+    use_run_data_config(cfg)  # resolved against the run's own config: no interpolation left to fail
     if cfg.get("data") is None:
         log.warning("no data config (pass data=NAME): parity runs on random inputs")
         return None
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.setup("test")
     spec = datamodule.input_spec()
     for key in ("channels", "height", "width"):
@@ -79,7 +64,7 @@ def random_weights_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict[str, An
     if shape is None:
         if cfg.get("data") is None:
             raise UserError("random_weights=true needs input_shape=[C,H,W] (or data=NAME to take it from)")
-        datamodule = instantiate(cfg.data)
+        datamodule = build_datamodule(cfg.data)
         spec = datamodule.input_spec()
         shape = [spec["channels"], spec["height"], spec["width"]]
     shape = [int(s) for s in shape]
@@ -107,10 +92,13 @@ def quantization_data(cfg: DictConfig, settings: DeploySettings, input_spec: dic
         return synthetic_quantization(shape, len(input_spec["class_names"]), settings.int8)
     if cfg.get("data") is None:
         return None
-    return quantization_from_datamodule(instantiate(cfg.data), settings.int8)
+    return quantization_from_datamodule(build_datamodule(cfg.data), settings.int8)
 
 
 def benchmark(cfg: DictConfig, output_dir: str) -> BenchmarkReport:
+    with open_dict(cfg):  # set by experiment files, unused here, and may not resolve without the rest
+        for unused in ("trainer", "callbacks"):
+            cfg.pop(unused, None)
     settings = DeploySettings.from_config(cfg.get("deploy"))
     if cfg.get("random_weights"):
         net, net_config, input_spec, data = random_weights_model(cfg)

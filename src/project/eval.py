@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from project import run
-from project.config import config_dir, exits_on_user_error
+from project.config import UserError, config_dir, exits_on_user_error
+from project.data.from_run import build_datamodule, use_run_data_config
 from project.deploy.checkpoint import load_checkpoint_file
 from project.distributed.ranks import is_rank_zero
 from project.distributed.strategy import finish_job
@@ -23,7 +23,10 @@ def evaluate(cfg: DictConfig) -> dict:
         import lightning as L
 
         L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    use_run_data_config(cfg)  # data: null (the default) → the data config the checkpoint's run saved
+    if cfg.get("data") is None:
+        raise UserError(f"no data config saved beside {cfg.ckpt_path} (no <run>/.hydra/config.yaml): pass data=NAME")
+    datamodule = build_datamodule(cfg.data)
     model = ClassifierModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
     trainer = run.build_trainer(cfg)
     run.log_config(trainer, cfg)

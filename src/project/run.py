@@ -18,14 +18,19 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from project.deploy.checkpoint import best_checkpoint
+from project.atomic import atomic_write_text
+from project.checkpointing import resolve_ckpt_path
+from project.data.fit import fit_model_to_data
+from project.data.from_run import build_datamodule
+from project.deploy.checkpoint import best_checkpoint, load_checkpoint_file
+from project.nonfinite import StopOnNonFiniteLoss
 
 log = logging.getLogger(__name__)
 
 TREE_ORDER = ("data", "model", "callbacks", "logger", "trainer", "deploy", "paths", "extras")
 
 
-def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> None:
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, show: bool = True) -> None:
     """Print the composed config as a tree (main groups first) and save it beside the run's outputs."""
     tree = rich.tree.Tree("CONFIG", style="bold")
     keys = [k for k in TREE_ORDER if k in cfg] + [k for k in cfg if k not in TREE_ORDER]
@@ -33,11 +38,25 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> Non
         node = cfg[key]
         text = OmegaConf.to_yaml(node, resolve=False) if isinstance(node, DictConfig) else str(node)
         tree.add(str(key), style="dim").add(rich.syntax.Syntax(text, "yaml"))
-    rich.print(tree)
+    if show:
+        rich.print(tree)
     if save_to is not None:
         Path(save_to).mkdir(parents=True, exist_ok=True)
         with open(Path(save_to) / "config_tree.log", "w") as f:
             rich.print(tree, file=f)
+
+
+class PrintConfigTreeAfterSetup(Callback):
+    """Prints the config tree once the data is set up, so a data or checkpoint error ends the output with
+    its one line instead of following ~200 lines of config (the tree is saved to the run folder first)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg, self.printed = cfg, False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.printed and trainer.is_global_zero:
+            print_config_tree(self.cfg)
+        self.printed = True
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -71,20 +90,28 @@ def metrics_dict(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
 
 
-def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = (), show_config: bool = False) -> dict[str, Any]:
     """Fit, then test the best checkpoint. Returns the metrics and where things were written.
+    `show_config` prints the config tree once the data is set up (a data error then comes first).
 
     Loggers stay open afterwards (post-fit steps and the caller may still log): finish the W&B run with
     `project.tracking.wandb_setup.finish_on_exit` around the whole job."""
+    ckpt_path = resolve_ckpt_path(cfg)
+    if ckpt_path is not None:
+        load_checkpoint_file(ckpt_path)  # a missing or unreadable file is one line, before anything runs
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule: L.LightningDataModule = build_datamodule(cfg.data)  # a config mistake: one line
+    fit_model_to_data(cfg.get("model"), datamodule)  # a user's folder decides the class count
     model: L.LightningModule = instantiate(cfg.model)
-    trainer = build_trainer(cfg, extra_callbacks=extra_callbacks)
+    guards: list[Callback] = [StopOnNonFiniteLoss()]
+    if show_config:
+        guards.append(PrintConfigTreeAfterSetup(cfg))
+    trainer = build_trainer(cfg, extra_callbacks=[*guards, *extra_callbacks])
     log_config(trainer, cfg)
 
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = metrics_dict(trainer.callback_metrics)
 
     # DDP: every rank tests the file rank 0 chose
@@ -121,8 +148,7 @@ def report(result: dict[str, Any], output_dir: str | Path) -> None:
     summary = {"metrics": result["metrics"], "best_checkpoint": result.get("best_checkpoint")}
     if result.get("test_report"):  # per-class figures, macro-F1 and the confusion matrix of the test split
         summary["test_report"] = result["test_report"]
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(Path(output_dir) / "metrics.json", json.dumps(summary, indent=2) + "\n")
     # plain print: paths must stay on one line whatever the terminal width
     if result.get("best_checkpoint"):
         print(f"best checkpoint: {result['best_checkpoint']}")

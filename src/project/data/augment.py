@@ -179,13 +179,24 @@ class BatchAugment:
         if any(float(v) < 0 for v in self.jitter.values()):
             raise ValueError(f"colour jitter strengths must be >= 0, got {self.jitter}")
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._saved_states: dict[str, torch.Tensor] = {}
 
     def _generator(self, device: torch.device) -> torch.Generator | None:
         if self.seed is None:
             return None
         if device not in self._generators:
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+            if (saved := self._saved_states.pop(str(device), None)) is not None:
+                self._generators[device].set_state(saved)
         return self._generators[device]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The generators' states (with `seed` set), so a resumed run draws what an uninterrupted one would."""
+        return {**self._saved_states, **{str(d): g.get_state() for d, g in self._generators.items()}}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._generators.clear()
+        self._saved_states = dict(state)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         gen = self._generator(images.device)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from project.config import plain
+from project.config import UserError, plain
 from project.data.augment import BatchAugment, normalize, resize
 
 
@@ -39,6 +39,7 @@ class TensorBatchLoader:
         rank: int = 0,
         world_size: int = 1,
         pad: bool = True,
+        weights: torch.Tensor | None = None,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -47,6 +48,9 @@ class TensorBatchLoader:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.pad = seed, rank, world_size, pad
+        # per-image sampling weights (data.sampler=balanced): each pass draws len(images) indices with
+        # replacement, so rare classes are seen as often as common ones
+        self.weights = weights
         self.epoch = 0
 
     def shard_size(self) -> int:
@@ -58,7 +62,10 @@ class TensorBatchLoader:
 
     def _indices(self) -> torch.Tensor:
         n = len(self.images)
-        if self.shuffle:
+        if self.shuffle and self.weights is not None:
+            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.multinomial(self.weights, n, replacement=True, generator=gen)
+        elif self.shuffle:
             gen = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(n, generator=gen)
         else:
@@ -100,8 +107,11 @@ class TensorImageDataModule(L.LightningDataModule):
         channels_last: bool = False,
         data_on_device: bool = True,
         image_size: int | Sequence[int] | None = None,
+        sampler: str | None = None,
     ) -> None:
         super().__init__()
+        if sampler not in (None, "shuffle", "balanced"):
+            raise UserError(f"data.sampler={sampler!r} must be null (shuffle) or balanced (weighted by class)")
         augment = plain(augment) or {}
         # plain containers only: the checkpoint must load with weights_only=True
         self.save_hyperparameters(
@@ -117,11 +127,14 @@ class TensorImageDataModule(L.LightningDataModule):
                 "channels_last": channels_last,
                 "data_on_device": data_on_device,
                 "image_size": plain(image_size),
+                "sampler": sampler,
             },
             logger=False,
         )
         self.augment = BatchAugment(**augment)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_loader: TensorBatchLoader | None = None
+        self._train_epoch = 0
 
     # --- what a data set implements -------------------------------------------------------------
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -129,13 +142,24 @@ class TensorImageDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     # --- shared machinery -----------------------------------------------------------------------
+    # how an application's image is brought to the input size (see project.data.images.RESIZE_POLICIES)
+    resize_policy = "stretch"
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
+        self.splits = self.load_splits()
+        if self.hparams.get("image_size"):  # e.g. a pretrained backbone's input size (`data.image_size`)
+            # a no-op (no copy) for splits already at that size, such as a prepared image folder
+            self.splits = {k: (resize(x, self.hparams.image_size), y) for k, (x, y) in self.splits.items()}
+
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """train/val/test as (uint8 images, int64 labels) tensors: val carved (seeded) from `load_arrays`'s
+        training images. A data set with splits of its own overrides this."""
         train_x, train_y, test_x, test_y = self.load_arrays()
         n_val = self.hparams.val_size
         if not 0 < n_val < len(train_x):
-            raise ValueError(f"data.val_size={n_val} must be between 1 and {len(train_x) - 1}")
+            raise UserError(f"data.val_size={n_val} must be between 1 and {len(train_x) - 1} (the training images)")
         order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.hparams.split_seed))
         val_idx, train_idx = order[:n_val].numpy(), order[n_val:].numpy()
         if self.hparams.train_subset:
@@ -146,13 +170,11 @@ class TensorImageDataModule(L.LightningDataModule):
                 np.asarray(y, dtype=np.int64)
             )
 
-        self.splits = {
+        return {
             "train": as_tensors(train_x[train_idx], train_y[train_idx]),
             "val": as_tensors(train_x[val_idx], train_y[val_idx]),
             "test": as_tensors(test_x, test_y),
         }
-        if self.hparams.image_size:  # e.g. a pretrained backbone's input size (`data.image_size`)
-            self.splits = {k: (resize(x, self.hparams.image_size), y) for k, (x, y) in self.splits.items()}
 
     def _device(self) -> torch.device:
         trainer = self.trainer
@@ -188,16 +210,34 @@ class TensorImageDataModule(L.LightningDataModule):
             rank=trainer.global_rank if sharded else 0,
             world_size=trainer.world_size if sharded else 1,
             pad=train,
+            weights=self.sample_weights(labels) if train and self.hparams.get("sampler") == "balanced" else None,
         )
 
+    def sample_weights(self, labels: torch.Tensor) -> torch.Tensor:
+        """1 / (images of its class) per image: every class is drawn equally often."""
+        counts = torch.bincount(labels.cpu(), minlength=max(self.num_classes, int(labels.max()) + 1)).double()
+        return (1.0 / counts.clamp(min=1))[labels.cpu()]
+
     def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader("train", train=True)
+        self._train_loader = self._loader("train", train=True)
+        self._train_loader.epoch = self._train_epoch  # > 0 when resuming (load_state_dict)
+        return self._train_loader
 
     def val_dataloader(self, shard: bool | None = None) -> TensorBatchLoader:
         return self._loader("val", train=False, shard=shard)
 
     def test_dataloader(self, shard: bool | None = None) -> TensorBatchLoader:
         return self._loader("test", train=False, shard=shard)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to draw the same batches as an uninterrupted one (saved in checkpoints):
+        the training loader's pass counter (it seeds the shuffle) and the augmentation's generators."""
+        epoch = self._train_loader.epoch if self._train_loader is not None else self._train_epoch
+        return {"train_epoch": epoch, "augment": self.augment.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._train_epoch = int(state.get("train_epoch", 0))
+        self.augment.load_state_dict(state.get("augment", {}))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
@@ -231,5 +271,6 @@ class TensorImageDataModule(L.LightningDataModule):
             "value_range": [0, 255],
             "mean": [float(m) for m in self.hparams.mean],
             "std": [float(s) for s in self.hparams.std],
+            "resize": self.resize_policy,
             "class_names": list(self.class_names),
         }

@@ -99,8 +99,14 @@ def write_bundle(
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     _write_json(tmp / MANIFEST, {"files": {p.relative_to(tmp).as_posix(): sha256(p) for p in files}})
 
-    shutil.rmtree(directory, ignore_errors=True)
+    # swap by renames: a kill at any point leaves the old bundle, the new one, or no `directory` at all
+    # (refused with "bundle not found"), never a mix; the manifest above is written last, inside tmp
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
     tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
     return directory
 
 

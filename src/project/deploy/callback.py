@@ -17,9 +17,11 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from project.deploy.checkpoint import best_checkpoint, load_net
+from project.deploy.isolated import run_isolated
 from project.deploy.parity import ParityData, parity_from_loader
 from project.deploy.pipeline import run_pipeline
 from project.deploy.quantize.calibration import quantization_from_datamodule
+from project.deploy.report import log_to_loggers
 from project.deploy.results import BenchmarkReport
 from project.deploy.settings import DeploySettings
 
@@ -66,11 +68,16 @@ class DeployCallback(Callback):
         log.info("deploy: post-fit step on %s", checkpoint)
         start = time.perf_counter()
         try:
-            net, net_config, input_spec = load_net(checkpoint)
             data = parity_data_from_test_split(trainer, settings.parity_max_samples)
             quantization = None
             if settings.wants_quantization and getattr(trainer, "datamodule", None) is not None:
                 quantization = quantization_from_datamodule(trainer.datamodule, settings.int8)
+            if settings.isolate:  # a fresh process: figures untouched by what training left running
+                self.report = run_isolated(checkpoint, settings, output_dir, data, quantization)
+                log_to_loggers(self.report, trainer.loggers)
+                log.info("deploy: post-fit step done in %.1f s", time.perf_counter() - start)
+                return
+            net, net_config, input_spec = load_net(checkpoint)
             self.report = run_pipeline(
                 net,
                 net_config,

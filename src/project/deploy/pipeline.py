@@ -24,6 +24,7 @@ from torch import nn
 from project.deploy.backends import Backend, BackendUnavailable, library_versions
 from project.deploy.bundle import write_bundle
 from project.deploy.hardware import Engine, machine_info, resolve_device
+from project.deploy.overhead import split_bare, with_bare_sessions
 from project.deploy.parity import ParityData, check_parity
 from project.deploy.quantize.calibration import QuantizationData
 from project.deploy.report import log_to_loggers, print_table, write_benchmark_markdown, write_plot
@@ -166,7 +167,10 @@ def time_and_rank(report: BenchmarkReport, engines: Mapping[str, Engine], run: D
     points, errors = time_engines(
         engines, bench_inputs(run.data, run.settings.batch_sizes), run.settings.timing, run.progress
     )
+    points = split_bare(points, report)
     for name, error in errors.items():
+        if name not in report.engines:
+            continue  # a bare session: nothing of ours failed
         report.engines[name].status, report.engines[name].reason = "failed", f"while timing: {error}"
     baseline = points.get(report.baseline or "", {})
     for name, per_bs in points.items():
@@ -242,7 +246,10 @@ def run_pipeline(
                 reference = logits
 
         # time, choose, write
-        time_and_rank(report, {name: engine for name, (_, engine) in built.items()}, run)
+        engines = {name: engine for name, (_, engine) in built.items()}
+        if settings.bare and settings.roundtrip:  # each library's own session beside its engine
+            engines = with_bare_sessions(built, work, net, threads, run.device)
+        time_and_rank(report, engines, run)
         if settings.bundle and report.chosen is not None:
             ship_bundle(report, built, net, net_config, input_spec, output_dir, settings, run.progress)
         write_outputs(report, output_dir, settings, loggers)

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from project.atomic import atomic_path, atomic_write_text
 from project.deploy.results import BenchmarkReport, EngineResult
 
 log = logging.getLogger(__name__)
@@ -109,15 +110,17 @@ def _latency_lines(timed: dict[str, EngineResult], first: int) -> list[str]:
         "",
         f"## Latency at batch {first} (ms per call)",
         "",
-        "| engine | p50 | p90 | p99 | min | max | speedup (p50) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| engine | p50 | p90 | p99 | min | max | speedup (p50) | bare library p50 | wrapper overhead |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, entry in timed.items():
         point = entry.points[first]
         lat = point.latency_ms
+        bare = entry.bare_point(first).p50_ms if entry.bare_point(first) else None
+        overhead = f"{lat['p50'] / bare:.2f}×" if bare else "–"
         lines.append(
             f"| {name} | {lat['p50']:.3f} | {lat['p90']:.3f} | {lat['p99']:.3f} | {lat['min']:.3f} | "
-            f"{lat['max']:.3f} | {_times(point.speedup)} |"
+            f"{lat['max']:.3f} | {_times(point.speedup)} | {_number(bare, 3) if bare else '–'} | {overhead} |"
         )
     return lines
 
@@ -146,7 +149,7 @@ def _throughput_lines(timed: dict[str, EngineResult], sizes: list[int]) -> list[
 
 
 def write_benchmark_markdown(report: BenchmarkReport, path: Path) -> Path:
-    path.write_text(markdown(report))
+    atomic_write_text(path, markdown(report))
     return path
 
 
@@ -192,7 +195,8 @@ def write_plot(report: BenchmarkReport, path: Path) -> Path | None:
     ax_sp.set_title("Speedup over eager fp32")
     fig.suptitle(f"{report.model['name']}: chosen engine {report.chosen or 'none'} ({report.settings['objective']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 

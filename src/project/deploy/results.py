@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from project.atomic import atomic_write_text
+
 FORMAT_VERSION = 1
 T = TypeVar("T")
 
@@ -123,6 +125,11 @@ class EngineResult:
     @property
     def passed(self) -> bool:
         return self.status == "ok"
+
+    def bare_point(self, batch_size: int) -> TimingPoint | None:
+        """The library's own session at `batch_size` (`deploy.bare`, see project.deploy.overhead)."""
+        doc = _mapping(self.extra.get("bare")).get(str(batch_size))
+        return TimingPoint.from_json(doc) if isinstance(doc, dict) else None
 
     def point(self, batch_size: int) -> TimingPoint | None:
         return self.points.get(batch_size)
@@ -243,7 +250,7 @@ class BenchmarkReport:
         return cls(**own, engines={str(n): EngineResult.from_json(e) for n, e in engines.items()}, extra=extra)
 
     def write(self, path: Path) -> Path:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n")  # never half a report
         return path
 
     @classmethod

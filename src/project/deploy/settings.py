@@ -4,7 +4,7 @@ key is an error, not silently ignored), shared by the training callback and `pyt
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from project.config import plain
@@ -27,6 +27,8 @@ class DeploySettings:
     threads: int | None = None  # every engine's thread count; None: torch's default
     device: str = "auto"  # where device-bound backends build: auto | cpu | cuda
     roundtrip: bool = True  # save and load each engine before it is checked and timed
+    bare: bool = False  # also time each library's own session on the saved files (needs roundtrip)
+    isolate: bool = True  # the training callback runs the step in a fresh process (see deploy/isolated.py)
     timing: TimingSettings = field(default_factory=TimingSettings)
     parity_max_samples: int | None = None
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: tolerances_from_config(None))
@@ -75,6 +77,12 @@ class DeploySettings:
 
         return any(parse_backend(entry).quantized for entry in self.backends)
 
+    def to_config(self) -> dict[str, Any]:
+        """The `deploy` mapping `from_config` turns back into these settings (JSON-safe)."""
+        values = asdict(self)
+        parity = {"max_samples": values.pop("parity_max_samples"), "tolerances": values.pop("tolerances")}
+        return {**values, "parity": parity}
+
     def as_report(self, threads: int, device: str) -> dict[str, Any]:
         """The settings a benchmark report records (what the figures were measured with)."""
         return {
@@ -84,6 +92,7 @@ class DeploySettings:
             "threads": threads,
             "device": device,
             "roundtrip": self.roundtrip,
+            "bare": self.bare and self.roundtrip,
             "timing": vars(self.timing).copy(),
             "tolerances": {k: vars(v).copy() for k, v in self.tolerances.items()},
             "int8": vars(self.int8).copy(),

@@ -1,9 +1,10 @@
 """Any image an application holds → the exact tensor the network was trained on.
 
 Every input kind (file path, encoded bytes, PIL image, numpy array, tensor) is brought to a PIL image
-first and then through one path (mode conversion, resize, uint8 CHW), so the same picture gives the
-same tensor whichever way it arrives. Normalisation is `project.data.augment.normalize`, the very
-function training uses, so training and inference cannot drift apart.
+first and then through one path (mode conversion, resize, uint8 CHW: `project.data.images`, the very
+functions data preparation uses), so the same picture gives the same tensor whichever way it arrives.
+Normalisation is `project.data.augment.normalize`, the very function training uses, so training and
+inference cannot drift apart.
 
 Anything that is not a usable image raises `InvalidInput`, one error type with a message that says
 what was wrong, so callers (CLI, server) can record it per item and carry on.
@@ -11,39 +12,28 @@ what was wrong, so callers (CLI, server) can record it per item and carry on.
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from project.data.augment import normalize
+from project.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_FORMATS,
+    IMAGE_SUFFIXES,
+    RESIZE_POLICIES,
+    InvalidInput,
+    check_size,
+    decode,
+    image_to_array,
+)
 
-# Decoders Pillow may use: the common formats, and none of the exotic ones an attacker could aim at.
-IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-# Decompression-bomb guard: images above this many pixels are refused before they are decoded.
-# 50 MP is above any phone camera; Pillow's own hard limit (2 × Image.MAX_IMAGE_PIXELS) still applies.
-DEFAULT_MAX_PIXELS = 50_000_000
-
-
-class InvalidInput(ValueError):
-    """An input that is not a usable image: unreadable, empty, truncated, too large, wrong dtype/shape.
-
-    `reason` says what is wrong, `source` which input (a path, or "input 3"), so a caller can report
-    either without parsing the message."""
-
-    def __init__(self, reason: str, source: str | None = None) -> None:
-        super().__init__(f"{source}: {reason}" if source else reason)
-        self.reason, self.source = reason, source
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.reason, self.source)
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_FORMATS", "IMAGE_SUFFIXES", "InvalidInput", "Preprocessor"]
 
 
 def _describe(item: Any) -> str:
@@ -66,7 +56,10 @@ class Preprocessor:
         std: Sequence[float],
         value_range: Sequence[float] = (0, 255),
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        resize: str = "stretch",
     ) -> None:
+        if resize not in RESIZE_POLICIES:
+            raise ValueError(f"unknown resize policy {resize!r}; choose one of {', '.join(RESIZE_POLICIES)}")
         if channels not in (1, 3):
             raise ValueError(f"preprocessing channels must be 1 or 3, got {channels}")
         if list(value_range) != [0, 255]:
@@ -77,7 +70,7 @@ class Preprocessor:
         self.channels, self.height, self.width = int(channels), int(height), int(width)
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         self.max_pixels = int(max_pixels)
-        self.mode = "L" if channels == 1 else "RGB"
+        self.resize = resize
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> Preprocessor:
@@ -90,6 +83,8 @@ class Preprocessor:
             std=spec["std"],
             value_range=spec.get("value_range", (0, 255)),
             max_pixels=max_pixels,
+            # bundles written before resize policies existed stretched every image to the input size
+            resize=spec.get("resize", "stretch"),
         )
 
     # --- one input → uint8 C×H×W ---------------------------------------------------------------
@@ -112,13 +107,7 @@ class Preprocessor:
 
     # --- internals ------------------------------------------------------------------------------
     def _check_size(self, width: int, height: int) -> None:
-        if width < 1 or height < 1:
-            raise InvalidInput(f"image has no pixels ({width}×{height})")
-        if width * height > self.max_pixels:
-            raise InvalidInput(
-                f"image is {width}×{height} = {width * height:,} pixels, above the limit of {self.max_pixels:,} "
-                "(decompression-bomb guard; raise max_pixels if this is intended)"
-            )
+        check_size(width, height, self.max_pixels)
 
     def _to_image(self, item: Any) -> Image.Image:
         if isinstance(item, Image.Image):
@@ -152,27 +141,7 @@ class Preprocessor:
             raise InvalidInput(f"cannot read file ({exc.strerror or exc})") from None
 
     def _decode(self, data: bytes) -> Image.Image:
-        if not data:
-            raise InvalidInput("empty file (0 bytes)")
-        try:
-            with warnings.catch_warnings():
-                # above Image.MAX_IMAGE_PIXELS Pillow warns; our own limit below decides
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-            self._check_size(*image.size)  # from the header, before any pixel is decoded
-            if image.format == "JPEG":
-                image.draft(self.mode, (self.width, self.height))  # decode big JPEGs at a reduced scale
-            image.load()
-            image = ImageOps.exif_transpose(image)  # phone photos: honour the orientation tag
-        except InvalidInput:
-            raise
-        except Image.DecompressionBombError as exc:
-            raise InvalidInput(f"image too large ({exc})") from None
-        except Image.UnidentifiedImageError:
-            raise InvalidInput(f"not a recognised image ({', '.join(IMAGE_FORMATS)} are accepted)") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise InvalidInput(f"corrupt or truncated image ({exc})") from None
-        return image
+        return decode(data, (self.height, self.width), self.channels, self.max_pixels)
 
     def _array_to_image(self, array: np.ndarray, prefer_channels_first: bool) -> Image.Image:
         if array.ndim == 2:
@@ -206,15 +175,5 @@ class Preprocessor:
         return Image.fromarray(np.ascontiguousarray(pixels if channels > 1 else pixels[:, :, 0]))
 
     def _from_image(self, image: Image.Image) -> torch.Tensor:
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit greyscale: Pillow's convert("L") would clip, not scale
-            values = np.asarray(image, dtype=np.float64)
-            scale = 257.0 if values.max(initial=0) > 255 else 1.0
-            image = Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8))
-        if image.mode != self.mode:
-            image = image.convert(self.mode)
-        if image.size != (self.width, self.height):
-            image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image, dtype=np.uint8)
-        tensor = torch.from_numpy(pixels.copy())
-        return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+        pixels = image_to_array(image, (self.height, self.width), self.channels, self.resize)
+        return torch.from_numpy(pixels)

@@ -123,7 +123,8 @@ class ClassifierModule(L.LightningModule):
         return self.net(x)
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check must not count as a best epoch
+        if self.trainer.global_step == 0:  # a fresh start (a resumed run keeps its restored best)
+            self.val_acc_best.reset()  # the sanity check must not count as a best epoch
 
     def on_train_epoch_start(self) -> None:
         freeze_epochs = self.hparams.get("freeze_epochs", 0)
@@ -199,7 +200,14 @@ class ClassifierModule(L.LightningModule):
         scheduler = make_scheduler(optimizer=optimizer, **kwargs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # metric states are not in the state_dict: the best-so-far travels beside it for an exact resume
+        if (best := checkpoint.get("val_acc_best")) is not None:
+            self.val_acc_best.update(best)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.val_acc_best.update_count:
+            checkpoint["val_acc_best"] = self.val_acc_best.compute().detach().cpu()
         # The preprocessing contract travels with the weights, so deployment needs nothing else.
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "input_spec"):

@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from project.atomic import atomic_path, atomic_write_text
 from project.tracking.leaderboard import STATUS_ORDER, Leaderboard, collect, short_value
 
 
@@ -26,7 +27,7 @@ def _markdown_cell(value: Any) -> str:
 
 def write_csv(board: Leaderboard, path: Path) -> Path:
     columns, data = board.table()
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows([["" if v is None else v for v in row] for row in data])
@@ -62,7 +63,7 @@ def write_leaderboard_markdown(board: Leaderboard, path: Path, title: str | None
         "",
         *[f"- `{r['job']}`: `{r['overrides'] or '(defaults)'}`" for r in board.rows],
     ]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from project.atomic import atomic_path
+
 
 def pareto_mask(points: Sequence[tuple[float, float]], maximize: tuple[bool, bool] = (True, False)) -> list[bool]:
     """For each (a, b): True when no other point is at least as good on both and better on one."""
@@ -96,5 +98,6 @@ def plot_pareto(rows: list[dict[str, Any]], path: str | Path, accuracy_key: str,
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return path

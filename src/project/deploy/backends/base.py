@@ -109,6 +109,12 @@ class Backend(ABC):
             raise BackendUnavailable(reason)
         return self._load(Path(directory), net, threads)
 
+    def bare(self, directory: Path, net: nn.Module, threads: int | None = None) -> Engine | None:
+        """The library's own session on the saved files, built as its documentation shows (its defaults,
+        the same thread count), with nothing of this project around the call: timed beside the engine, it
+        makes the wrapper's overhead visible. None where there is no such session (TensorRT)."""
+        return None
+
     @abstractmethod
     def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
         """Build the engine; availability is already checked."""

@@ -55,5 +55,11 @@ class EagerBackend(Backend):
     def save(self, engine: Engine, directory: Path) -> list[str]:
         return []  # the bundle's weights file is all it needs
 
+    def bare(self, directory: Path, net: nn.Module, threads: int | None = None) -> Engine | None:
+        if self.precision != "fp32" or self.options["channels_last"]:
+            return None  # the variants are this project's recipes, not a library default
+        net = net.eval()
+        return torch.inference_mode()(net.__call__)
+
     def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
         return EagerEngine(net, self.precision, self.options["channels_last"])

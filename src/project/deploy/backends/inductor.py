@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from project.deploy.backends._util import batch_dim, export_example, quiet_export
+from project.deploy.backends._util import batch_dim, dense, export_example, quiet_export
 from project.deploy.backends.base import Backend
 from project.deploy.hardware import DTYPES, FLOAT_PRECISIONS, Engine, native_precision_reason
 
@@ -44,7 +44,8 @@ class AotInductorEngine:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.runner(x.to(self.device, torch.float32).contiguous()).float().cpu()
+        # exactly the strides the package was compiled for: see `dense`
+        return self.runner(dense(x.to(self.device, torch.float32))).float().cpu()
 
 
 class InductorBackend(Backend):
@@ -122,6 +123,10 @@ class InductorBackend(Backend):
         if engine.package.resolve() != target.resolve():
             shutil.copyfile(engine.package, target)
         return [PACKAGE]
+
+    def bare(self, directory: Path, net: nn.Module, threads: int | None = None) -> Engine:
+        runner = torch._inductor.aoti_load_package(str(Path(directory) / PACKAGE))
+        return torch.inference_mode()(runner)
 
     def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
         if self.quantized:

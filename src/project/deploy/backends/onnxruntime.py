@@ -7,7 +7,9 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,29 +37,48 @@ def export_onnx(net: nn.Module, example: torch.Tensor) -> bytes:
         return path.read_bytes()
 
 
+def session_options(threads: int | None = None, spin: bool = False) -> Any:
+    """The engine's `SessionOptions`: everything else is ONNX Runtime's default (what its docs build).
+
+    Spinning: within one run ORT's workers spin between operators; a sleeping worker would have to be
+    woken for every operator, which at batch 1 made the wrapper ~1.4× slower than a default session
+    (issue 13 item 8: it used to set `session.intra_op.allow_spinning=0`). Between runs, though, spinning
+    workers starve every other thread pool in the process (measured: eager PyTorch 0.4 → 77 ms per call
+    after an ORT session had run), so `session.force_spinning_stop` ends the spin as each run returns.
+    `spin=True` keeps ORT's default (spin between runs too): a process that runs nothing else."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        # inter-op parallelism only helps graphs with parallel branches; it would fight intra-op for cores
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    return options
+
+
+def input_array(x: torch.Tensor) -> np.ndarray:
+    """The batch as the float32 C-ordered array ORT reads, without a copy when it already is one."""
+    return x.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
 class OnnxRuntimeEngine:
     def __init__(
         self, model: bytes, threads: int | None = None, providers: list[str] | None = None, spin: bool = False
     ) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            # inter-op parallelism only helps graphs with parallel branches; it would fight intra-op for cores
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        if not spin:
-            # idle ORT workers otherwise busy-wait for the next run and starve every other thread pool in
-            # the process (measured: eager PyTorch 0.4 ms → 77 ms per call after an ORT session had run)
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.model = model
-        self.session = ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            model, session_options(threads, spin), providers=providers or ["CPUExecutionProvider"]
+        )
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [self.session.get_outputs()[0].name]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+        return torch.from_numpy(self.session.run(self.output_names, {self.input_name: input_array(x)})[0])
 
 
 class OnnxRuntimeBackend(Backend):
@@ -99,6 +120,15 @@ class OnnxRuntimeBackend(Backend):
         assert isinstance(engine, OnnxRuntimeEngine)
         (Path(directory) / MODEL_FILE).write_bytes(engine.model)
         return [MODEL_FILE]
+
+    def bare(self, directory: Path, net: nn.Module, threads: int | None = None) -> Engine:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(Path(directory) / MODEL_FILE), options, providers=self._providers())
+        return lambda x: session.run(None, {"input": x.numpy()})[0]
 
     def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
         model = (directory / MODEL_FILE).read_bytes()

@@ -129,6 +129,15 @@ class OpenVinoBackend(Backend):
         ov.save_model(engine.model, Path(directory) / XML, compress_to_fp16=False)
         return [XML, BIN]
 
+    def bare(self, directory: Path, net: nn.Module, threads: int | None = None) -> Engine:
+        import openvino as ov
+
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision]}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        compiled = ov.Core().compile_model(Path(directory) / XML, "CPU", config)
+        return lambda x: compiled(x.numpy())[0]
+
     def _load(self, directory: Path, net: nn.Module, threads: int | None) -> Engine:
         # `load` checked availability: a bf16 engine on a CPU without bf16 is refused, the bundle falls back
         import openvino as ov

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from project.deploy.backends._util import dense
 from project.deploy.backends.base import Backend
 from project.deploy.hardware import DTYPES, FLOAT_PRECISIONS, Engine, native_precision_reason
 
@@ -35,7 +36,7 @@ class TensorRtEngine:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.module(x.to("cuda", self.dtype, non_blocking=True).contiguous())
+        out = self.module(dense(x.to("cuda", self.dtype, non_blocking=True)))  # the compiled strides
         return out.float().cpu()  # .cpu() waits for the GPU: the call's time is the whole round trip
 
 

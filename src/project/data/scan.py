@@ -1,0 +1,179 @@
+"""Find a user's images and their labels, and give each a split: no pixel is decoded here.
+
+Two sources:
+- a folder: `root/train/<class>/…` (+ optional `root/val/…`, `root/test/…`), or `root/<class>/…` alone;
+  files in nested folders below a class folder belong to that class;
+- a CSV file with columns `path,label[,split]`, paths relative to the CSV's folder.
+
+Images without a split (a class-only folder, a CSV without `split`) and the train images of a layout
+that lacks val or test are split by `assign_splits`: stratified per class, seeded, by a hash of each
+file's relative path, so adding a file never moves the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from project.config import UserError
+
+SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+@dataclass
+class Entry:
+    """One candidate image: where it is, its label, its split (None until assigned), size and mtime."""
+
+    relpath: str
+    path: str
+    label: str
+    split: str | None
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Scan:
+    """What a source holds: the candidate images and the things that were not images of a class."""
+
+    entries: list[Entry]
+    layout: str  # "split_folders" | "class_folders" | "csv"
+    empty_classes: list[str]  # class folders with no file at all
+    ignored: list[tuple[str, str]]  # (relative path, reason) for files outside any class folder
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Every file below `folder`, hidden files and folders (.DS_Store, .git) left out, sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in filenames if not f.startswith(".")]
+    return sorted(found)
+
+
+def _entry(path: Path, base: Path, label: str, split: str | None) -> Entry:
+    stat = path.stat()
+    return Entry(path.relative_to(base).as_posix(), str(path), label, split, stat.st_size, stat.st_mtime_ns)
+
+
+def _class_folders(folder: Path, base: Path, split: str | None, scan: Scan) -> None:
+    for child in sorted(folder.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_file():
+            scan.ignored.append((child.relative_to(base).as_posix(), "not inside a class folder"))
+            continue
+        files = _visible_files(child)
+        if not files:
+            scan.empty_classes.append(f"{split}/{child.name}" if split else child.name)
+        scan.entries += [_entry(f, base, child.name, split) for f in files]
+
+
+def scan_folder(root: str | Path) -> Scan:
+    """Scan an image folder in either layout (see the module docstring)."""
+    base = Path(root).expanduser().absolute()
+    if not base.is_dir():
+        raise UserError(f"data.root={root} is not a folder: give a folder of class folders (root/<class>/images)")
+    split_dirs = {
+        SPLIT_ALIASES[c.name.lower()]: c for c in base.iterdir() if c.is_dir() and c.name.lower() in SPLIT_ALIASES
+    }
+    if "train" in split_dirs:
+        scan = Scan([], "split_folders", [], [])
+        for child in sorted(base.iterdir()):
+            if child.name.startswith(".") or child in split_dirs.values():
+                continue
+            scan.ignored.append((child.name, "not train/, val/ or test/ beside train/"))
+        for split in SPLITS:
+            if split in split_dirs:
+                _class_folders(split_dirs[split], base, split, scan)
+    else:
+        scan = Scan([], "class_folders", [], [])
+        _class_folders(base, base, None, scan)
+    if not scan.entries:
+        raise UserError(
+            f"no files in class folders under {base}: expected {base}/<class>/<image> or {base}/train/<class>/<image>"
+        )
+    return scan
+
+
+def scan_csv(csv_file: str | Path) -> Scan:
+    """Read `path,label[,split]` rows; a listed file that does not exist is kept and reported as bad."""
+    file = Path(csv_file).expanduser().absolute()
+    if not file.is_file():
+        raise UserError(f"data.csv={csv_file} not found: give a CSV file with columns path,label[,split]")
+    base = file.parent
+    with open(file, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip().lower() for c in reader.fieldnames or []]
+        if "path" not in columns or "label" not in columns:
+            raise UserError(f"{file} needs a header row with columns path,label[,split]; found {columns}")
+        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    scan = Scan([], "csv", [], [])
+    for line, row in enumerate(rows, start=2):
+        if not row.get("path") or not row.get("label"):
+            raise UserError(f"{file}:{line}: empty path or label")
+        split = row.get("split") or None
+        if split is not None:
+            if split.lower() not in SPLIT_ALIASES:
+                raise UserError(f"{file}:{line}: split {split!r} is not one of train, val, test")
+            split = SPLIT_ALIASES[split.lower()]
+        path = Path(row["path"]).expanduser()
+        path = path if path.is_absolute() else base / path
+        relpath = os.path.relpath(path, base).replace(os.sep, "/")
+        try:
+            stat = path.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime = -1, 0  # reported as "file not found" when decoding
+        scan.entries.append(Entry(relpath, str(path), row["label"], split, size, mtime))
+    if not scan.entries:
+        raise UserError(f"{file} lists no images")
+    return scan
+
+
+def _rank(seed: int, relpath: str) -> str:
+    return hashlib.sha256(f"{seed}:{relpath}".encode()).hexdigest()
+
+
+def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(val, test) images out of a class's `n`: the fractions rounded, at least one each where the class
+    can spare it, and always at least one image left for training."""
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    if test_fraction > 0 and n_test == 0 and n >= 3:
+        n_test = 1
+    if val_fraction > 0 and n_val == 0 and n - n_test >= 2:
+        n_val = 1
+    while n_test + n_val >= n and n_test + n_val > 0:
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n_val, n_test
+
+
+def assign_splits(entries: list[Entry], val_fraction: float, test_fraction: float, seed: int) -> None:
+    """Give every entry a split, in place (see the module docstring)."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise UserError(f"data.{name}={value} must be in [0, 1)")
+    if val_fraction + test_fraction >= 1:
+        raise UserError(
+            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no training images"
+        )
+    explicit = {e.split for e in entries if e.split is not None}
+    carve_val = 0.0 if "val" in explicit else val_fraction
+    carve_test = 0.0 if "test" in explicit else test_fraction
+    pools: dict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        if entry.split is None or (entry.split == "train" and (carve_val or carve_test)):
+            pools[entry.label].append(entry)
+    for label in sorted(pools):
+        pool = sorted(pools[label], key=lambda e: _rank(seed, e.relpath))
+        n_val, n_test = _counts(len(pool), carve_val, carve_test)
+        for i, entry in enumerate(pool):
+            entry.split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
