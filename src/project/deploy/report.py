@@ -88,11 +88,9 @@ def markdown(report: BenchmarkReport) -> str:
     ]
     for name, entry in report.engines.items():
         calibration = f"{entry.calibration_samples} / {entry.calibration_s:.2f}" if entry.calibration_s else "–"
-        lines.append(
-            f"| {name} | {_status(entry)} | {_parity_markdown(entry)} | {_number(entry.build_s, 2)} | {calibration} | "
-            f"{_number(entry.roundtrip_s, 2)} | {_number(entry.files_mb, 2)} | {_memory_markdown(entry)} | "
-            f"{entry.reason or ''} |"
-        )
+        cells = [_status(entry), _parity_markdown(entry), _number(entry.build_s, 2), calibration]
+        cells += [_number(entry.roundtrip_s, 2), entry.files_mb or "–", _memory_markdown(entry), entry.reason or ""]
+        lines.append(f"| {name} | " + " | ".join(map(str, cells)) + " |")
     timed = report.timed
     if sizes and timed:
         lines += _latency_lines(timed, sizes[0]) + _throughput_lines(timed, sizes)
@@ -182,8 +180,7 @@ def write_plot(report: BenchmarkReport, path: Path) -> Path | None:
         ax_sp.bar(x + i * width, speedups, width, label=f"batch {bs}")
     for ax in (ax_tp, ax_sp):
         ax.set_xticks(x + width * (len(sizes) - 1) / 2)
-        size = {n: f"\n{timed[n].files_mb:g} MB" if timed[n].files_mb else "" for n in names}
-        labels = [n + size[n] + ("" if timed[n].passed else "\n(failed parity)") for n in names]
+        labels = [f"{n}\n{timed[n].files_mb or 0:g} MB" + ("" if timed[n].passed else "\n✗ parity") for n in names]
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
