@@ -106,6 +106,11 @@ def _place_tensorrt(  # pragma: no cover - needs an NVIDIA GPU with TensorRT (te
     import torch_tensorrt
 
     precision = record.get("precision", "fp32")
+    if precision not in DTYPES:  # a quantized engine cannot be rebuilt from the float weights alone
+        raise BundleError(
+            f"a {precision} TensorRT engine cannot be re-planned for Triton from the bundle's weights; "
+            f"export a float engine instead (triton.engine=tensorrt or tensorrt_fp16)"
+        )
     dtype = DTYPES[precision]
     example = example_batch(bundle, dtype).to("cuda")
     image = tuple(example.shape[1:])
