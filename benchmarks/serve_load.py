@@ -172,7 +172,6 @@ def run_soak(args: argparse.Namespace) -> int:
     from serve_soak import SERVER_SETTINGS, print_summary, soak
 
     from project import Predictor
-    from project.inference.v2_protocol import default_model_name
 
     args.bundle = args.bundle or newest_bundle()
     if not args.bundle or not Path(args.bundle).is_dir():
@@ -189,7 +188,7 @@ def run_soak(args: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     proc, url = start_server(args, 16, log_dir)
     try:
-        result = soak(url, proc.pid, model or default_model_name(predictor.bundle.net_config), images, labels, args)
+        result = soak(url, proc.pid, model or predictor.bundle.model_name, images, labels, args)
     finally:
         stop_server(proc)
     print_summary(result, args.max_growth, args.json)

@@ -53,7 +53,7 @@ def test_predict_after_train_prints_correct_json(trained_default: Path, digits_m
     assert "predicted 30 input(s), 0 failed" in proc.stderr and "images/s" in proc.stderr
     assert not (tmp_path / "logs").exists()  # quiet: no run folder, and no summary.json without output=
     asked = run_cli(
-        "predict", f"bundle={bundle}", f"inputs={tmp_path}/imgs", "hydra=default", log_dir=tmp_path / "logs"
+        "predict", f"bundle={bundle}", f"inputs={tmp_path}/imgs", "topk=3", "hydra=default", log_dir=tmp_path / "logs"
     )
     summaries = list((tmp_path / "logs").rglob("summary.json"))  # a run folder when asked for, summary in it
     assert len(summaries) == 1 and json.loads(summaries[0].read_text())["count"] == 30

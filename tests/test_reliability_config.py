@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from project.atomic import atomic_path, atomic_write_text
 from project.command_line import _compose
+from project.config import config_dir
 from project.validation import ConfigError, config_errors, validate_config
 from tests.conftest import read_metrics
 
@@ -34,6 +35,9 @@ def run_many(commands: dict[str, list[str]], log_dir: Path, env: dict[str, str] 
     return {name: (p.wait(timeout=300), *p.communicate()) for name, p in procs.items()}
 
 
+MODEL_OPTIONS = sorted(p.stem for p in (Path(config_dir()) / "model").glob("*.yaml"))
+
+
 def test_config_mistakes_are_one_line_before_anything_runs(tmp_path: Path) -> None:
     results = run_many(
         {
@@ -47,7 +51,7 @@ def test_config_mistakes_are_one_line_before_anything_runs(tmp_path: Path) -> No
     expected = {
         "type": "error: trainer.max_epochs: expected int, got 'abc'",
         "typo": "did you mean `max_epochs`?",
-        "option": "error: model=foo: no such option; choose one of: cifar_fast, digits_cnn, digits_tiny, resnet18",
+        "option": f"error: model=foo: no such option; choose one of: {', '.join(MODEL_OPTIONS)}",
         "top": "error: seed: expected int, got 'abc'",
     }
     for name, (rc, stdout, stderr) in results.items():
