@@ -135,13 +135,9 @@ def load(url: str, bodies: list[bytes], requests: int, clients: int) -> dict[str
             latencies.extend(mine)
             errors.extend(failed)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - start
+    from serve_soak import run_clients
+
+    seconds = run_clients(client, clients)
     ms = sorted(x * 1000 for x in latencies)
     return {
         "requests": len(ms),

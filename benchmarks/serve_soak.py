@@ -30,6 +30,17 @@ EXPECTED = {"bad_image": 400, "wrong_type": 415, "oversized": 413, "slow_body": 
 SERVER_SETTINGS = ("max_payload_mb=1", "body_timeout=2", "max_batch_size=16")
 
 
+def run_clients(client: Any, count: int) -> float:
+    """Run `client` in `count` threads at once; the seconds until the last one finishes."""
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
 def tree_rss(pid: int) -> int:
     processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     total = 0
@@ -160,13 +171,7 @@ def soak(url: str, pid: int, model: str, images: list[bytes], labels: list[str],
                 connection = http.client.HTTPConnection(host, int(port), timeout=60)
         connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(args.clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - start
+    seconds = run_clients(client, args.clients)
     rss["end"] = tree_rss(pid)
     ms = sorted(x * 1000 for x in latencies) or [0.0]
     growth = rss["end"] / rss.get("after_warmup", rss["end"]) - 1
