@@ -1,6 +1,7 @@
 """The data card of a prepared set: what is in it, what was left out and why, and what it looks like.
 
-data_card.json / data_card.md: images per class and split, imbalance ratio, size/mode/format
+data_card.json / data_card.md: images per class and split, the split rule and the small classes that took
+its minimum rule, imbalance ratio, size/mode/format
 histograms, skipped files with reasons, duplicates, the train split's per-channel mean/std.
 samples.png: a few images per class with their labels; class_counts.png: images per class and split.
 """
@@ -86,6 +87,7 @@ def build_card(meta: dict[str, Any], summary: dict[str, Any], records: list[dict
         "classes": meta["class_names"],
         "images": {split: sum(meta["counts"][split].values()) for split in SPLITS},
         "images_per_class": meta["counts"],
+        "split_rule": meta["split_rule"],
         "imbalance_ratio": round(max(nonzero) / min(nonzero), 3) if nonzero else None,
         "mean": meta["mean"],
         "std": meta["std"],
@@ -116,6 +118,7 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     lines += [f"Train mean {card['mean']}, std {card['std']} (per channel, [0, 1] scale).", ""]
     lines += [*_table(["class", *SPLITS], [[c, *(per_class[s][c] for s in SPLITS)] for c in card["classes"]]), ""]
+    lines += [_split_rule_line(card["split_rule"], card["settings"]), ""]
     for title, key in (("Original sizes (longer side)", "original_sizes"), ("Modes", "modes"), ("Formats", "formats")):
         lines += [f"**{title}:** " + ", ".join(f"{k} {v}" for k, v in card[key].items()), ""]
     lines += [f"## Skipped files ({len(card['skipped'])})", ""]
@@ -134,6 +137,16 @@ def card_markdown(card: dict[str, Any]) -> str:
     for example in dup["cross_split_examples"]:
         lines.append(f"- kept `{example['kept']}`, removed `{example['removed']}`")
     return "\n".join(lines) + "\n"
+
+
+def _split_rule_line(rule: dict[str, Any], settings: dict[str, Any]) -> str:
+    small = ", ".join(f"`{name}`" for name in rule["small_classes"]) or "none"
+    return (
+        f"**Splits** (rule {rule['version']}): where no split folder or column says otherwise, each file goes by a "
+        f"hash of `split_seed` ({settings['split_seed']}) and its relative path, so adding, removing or renaming "
+        "other files never moves it. Small classes (val or test fraction × images < 1), which took the minimum "
+        f"rule instead (one image each for test and val where the class can spare one): {small}."
+    )
 
 
 def _samples_png(path: Path, directory: Path, class_names: list[str], per_class: int = 6) -> None:

@@ -2,14 +2,15 @@
 its labels, a manifest and a data card. Decoded once, in parallel, and reused while nothing changed.
 
 prepared/<name>/
-  meta.json                      cache key, class names, per-split counts, mean/std, image settings
+  meta.json                      cache key, split rule, class names, per-split counts, mean/std, settings
   images_<split>.npy             uint8 N×C×H×W (opened memory-mapped: sets larger than RAM still train)
   labels_<split>.npy             int64 N
   manifest.csv                   relpath, sha256, bytes, split, label of every kept image
   data_card.{md,json}, samples.png, class_counts.png
 
 The cache key covers the file list, sizes, modification times and every preparation setting: a
-second run decodes nothing, and an added, changed or removed file rebuilds the set. The set is built in
+second run decodes nothing, and an added, changed or removed file rebuilds the set, as does a set made by
+an older split rule (`scan.SPLIT_RULE_VERSION`), with one line saying so. The set is built in
 a temporary folder and renamed into place, so a crash never leaves a set that looks complete.
 """
 
@@ -34,7 +35,7 @@ import numpy as np
 from project.config import UserError
 from project.data.decode_pool import decode_all
 from project.data.images import DEFAULT_MAX_PIXELS, RESIZE_POLICIES, as_size
-from project.data.scan import SPLITS, Scan, assign_splits, scan_csv, scan_folder
+from project.data.scan import SPLIT_RULE_VERSION, SPLITS, Scan, assign_splits, scan_csv, scan_folder
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,26 @@ def cache_key(scan: Scan, settings: PrepSettings, source: Path) -> str:
     if scan.layout == "csv":
         stat = source.stat()
         extra = [stat.st_size, stat.st_mtime_ns]
-    payload = json.dumps([PREP_VERSION, str(source), extra, asdict(settings), scan.empty_classes, files])
+    versions = [PREP_VERSION, SPLIT_RULE_VERSION]
+    payload = json.dumps([versions, str(source), extra, asdict(settings), scan.empty_classes, files])
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def split_rule_of(meta: dict[str, Any]) -> int:
+    """The split rule a prepared set was made by (sets from before it was recorded: rule 1)."""
+    return int((meta.get("split_rule") or {}).get("version", 1))
+
+
+def rebuild_reason(meta: dict[str, Any] | None, key: str) -> str | None:
+    """Why the prepared set must be (re)built, or None when it is current."""
+    if meta is None:
+        return "missing"
+    if split_rule_of(meta) != SPLIT_RULE_VERSION:
+        return (
+            f"made by split rule {split_rule_of(meta)}, under which adding a file could move others between "
+            f"splits; rebuilding with rule {SPLIT_RULE_VERSION} (a seeded hash of each path), so the splits change once"
+        )
+    return None if meta.get("key") == key else "stale (files or settings changed)"
 
 
 def read_meta(directory: Path) -> dict[str, Any] | None:
@@ -123,14 +142,15 @@ def ensure_prepared(
     scan = scan_source(source, is_csv)
     key = cache_key(scan, settings, source)
     meta = read_meta(directory)
-    if meta is not None and meta.get("key") == key:
-        return meta
+    if rebuild_reason(meta, key) is None:
+        return meta  # type: ignore[return-value]
     with _locked(directory):
         meta = read_meta(directory)  # another process may have built it while we waited
-        if meta is not None and meta.get("key") == key:
-            return meta
-        reason = "missing" if meta is None else "stale (files or settings changed)"
-        log.info("preparing %s → %s (prepared set %s)", source, directory, reason)
+        reason = rebuild_reason(meta, key)
+        if reason is None:
+            return meta  # type: ignore[return-value]
+        level = logging.WARNING if reason.startswith("made by split rule") else logging.INFO
+        log.log(level, "preparing %s → %s (prepared set %s)", source, directory, reason)
         return _build(scan, key, source, settings, directory, on_bad_file, workers)
 
 
@@ -187,7 +207,7 @@ def _build(
         decode_seconds = time.perf_counter() - started
         # split only the readable images, so a bad file never takes a val/test place
         readable = [e for e, r in zip(scan.entries, records, strict=True) if not r["reason"]]
-        assign_splits(readable, settings.val_fraction, settings.test_fraction, settings.split_seed)
+        small = assign_splits(readable, settings.val_fraction, settings.test_fraction, settings.split_seed)
         kept, summary = select_kept(scan, records)
         if on_bad_file == "fail" and summary["skipped"]:
             first = summary["skipped"][0]
@@ -212,6 +232,7 @@ def _build(
             "key": key,
             "source": str(source),
             "layout": scan.layout,
+            "split_rule": {"version": SPLIT_RULE_VERSION, "small_classes": small},
             "settings": asdict(settings),
             "class_names": class_names,
             "counts": counts,

@@ -6,8 +6,11 @@ Two sources:
 - a CSV file with columns `path,label[,split]`, paths relative to the CSV's folder.
 
 Images without a split (a class-only folder, a CSV without `split`) and the train images of a layout
-that lacks val or test are split by `assign_splits`: stratified per class, seeded, by a hash of each
-file's relative path, so adding a file never moves the others.
+that lacks val or test are split by `assign_splits` (split rule 2): each file by a seeded hash of its
+relative path alone, against the fraction thresholds, so adding, removing or renaming other files never
+moves it. Only a class too small for the hash to be expected to give val and test an image each uses a
+minimum rule (see `is_small_class`); the data card names those classes. Rule 1 cut each class by rank
+and a count, so one added image could move others test → val → train (a prepared set made by it is rebuilt).
 """
 
 from __future__ import annotations
@@ -136,8 +139,23 @@ def scan_csv(csv_file: str | Path) -> Scan:
     return scan
 
 
-def _rank(seed: int, relpath: str) -> str:
-    return hashlib.sha256(f"{seed}:{relpath}".encode()).hexdigest()
+SPLIT_RULE_VERSION = 2
+
+
+def split_point(seed: int, relpath: str) -> float:
+    """Where a file falls in [0, 1): a seeded hash of its relative path, so no other file can move it."""
+    return int(hashlib.sha256(f"{seed}:{relpath}".encode()).hexdigest()[:16], 16) / 2**64
+
+
+def hashed_split(point: float, val_fraction: float, test_fraction: float) -> str:
+    """test below `test_fraction`, val below `test_fraction + val_fraction`, train above."""
+    return "test" if point < test_fraction else "val" if point < test_fraction + val_fraction else "train"
+
+
+def is_small_class(n: int, val_fraction: float, test_fraction: float) -> bool:
+    """A class of `n` images to split is small when, for a fraction that is carved (> 0), n × fraction < 1:
+    the hash is not expected to give that split even one image."""
+    return any(fraction > 0 and n * fraction < 1 for fraction in (val_fraction, test_fraction))
 
 
 def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
@@ -156,8 +174,10 @@ def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int
     return n_val, n_test
 
 
-def assign_splits(entries: list[Entry], val_fraction: float, test_fraction: float, seed: int) -> None:
-    """Give every entry a split, in place (see the module docstring)."""
+def assign_splits(entries: list[Entry], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
+    """Give every entry a split, in place (see the module docstring); return the small classes, which took
+    the minimum rule: the fractions rounded, at least one image each for val and test where the class can
+    spare it and one left for train, the files with the smallest hash points going to test, then val."""
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
             raise UserError(f"data.{name}={value} must be in [0, 1)")
@@ -172,8 +192,16 @@ def assign_splits(entries: list[Entry], val_fraction: float, test_fraction: floa
     for entry in entries:
         if entry.split is None or (entry.split == "train" and (carve_val or carve_test)):
             pools[entry.label].append(entry)
+    small = []
     for label in sorted(pools):
-        pool = sorted(pools[label], key=lambda e: _rank(seed, e.relpath))
+        points = {id(e): split_point(seed, e.relpath) for e in pools[label]}
+        if not is_small_class(len(pools[label]), carve_val, carve_test):
+            for entry in pools[label]:
+                entry.split = hashed_split(points[id(entry)], carve_val, carve_test)
+            continue
+        small.append(label)
+        pool = sorted(pools[label], key=lambda e: (points[id(e)], e.relpath))
         n_val, n_test = _counts(len(pool), carve_val, carve_test)
         for i, entry in enumerate(pool):
             entry.split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return small

@@ -1,0 +1,107 @@
+"""The split rule: a file's split depends on its own relative path and the seed, never on the other files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+from pathlib import Path
+
+from project.data.image_folder import ImageFolderDataModule
+from project.data.scan import SPLIT_RULE_VERSION, assign_splits, hashed_split, scan_folder, split_point
+from tests.image_files import COLOURS, class_folder, noisy, write
+
+FRACTIONS = {"val_fraction": 0.15, "test_fraction": 0.15}
+
+
+def splits_of(root: Path, seed: int = 3) -> tuple[dict[str, str], list[str]]:
+    """relpath → split for the folder as it is now, and the small classes."""
+    entries = scan_folder(root).entries
+    small = assign_splits(entries, seed=seed, **FRACTIONS)
+    return {e.relpath: e.split for e in entries}, small
+
+
+def test_adding_removing_or_renaming_other_files_never_moves_a_file(tmp_path: Path) -> None:
+    rng = random.Random(0)
+    root = tmp_path / "photos"
+    for label in ("cat", "dog", "owl"):
+        for i in range(rng.randint(8, 30)):  # owl may start small and grow past the threshold, or not
+            write_empty(root / label / f"{i:03d}.png")
+    before, small = splits_of(root)
+    seen_splits: set[str] = set()
+    for step in range(200):
+        files = sorted(root.rglob("*.png"))
+        op = rng.choice(("add", "add", "remove", "rename"))
+        if op == "add" or len(files) < 5:
+            label = rng.choice(("cat", "dog", "owl"))
+            write_empty(root / label / rng.choice(("", "sub/")) / f"new{step}.PNG")
+        elif op == "remove":
+            rng.choice(files).unlink()
+        else:
+            victim = rng.choice(files)
+            victim.rename(victim.with_name(f"renamed{step}{victim.suffix}"))
+        after, small_after = splits_of(root)
+        for relpath in before.keys() & after.keys():
+            label = relpath.split("/")[0]
+            if label not in small and label not in small_after:
+                assert after[relpath] == before[relpath], f"step {step} ({op}) moved {relpath}"
+        seen_splits |= set(after.values())
+        before, small = after, small_after
+    assert seen_splits == {"train", "val", "test"}
+
+
+def write_empty(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()  # the split needs no pixels: scan and assign_splits decode nothing
+
+
+def test_a_small_class_takes_the_minimum_rule_and_a_large_one_the_hash(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    for i in range(5):
+        write_empty(root / "rare" / f"{i}.png")
+    for i in range(40):
+        write_empty(root / "common" / f"{i}.png")
+    splits, small = splits_of(root)
+    assert small == ["rare"]  # 5 × 0.15 < 1: the hash would be expected to give val or test nothing
+    rare = sorted((p for p in splits if p.startswith("rare/")), key=lambda p: split_point(3, p))
+    assert [splits[p] for p in rare] == ["test", "val", "train", "train", "train"]  # smallest points first
+    for relpath, split in splits.items():
+        if relpath.startswith("common/"):
+            assert split == hashed_split(split_point(3, relpath), **FRACTIONS)
+
+
+def test_prepare_records_the_rule_names_small_classes_and_rebuilds_an_old_set(tmp_path: Path, caplog) -> None:
+    root = class_folder(tmp_path / "imgs", per_class=12)  # 12 × 0.15 ≥ 1: hashed
+    for i in range(3):
+        write(root / "rare" / f"r{i}.png", noisy(COLOURS["red"], seed=500 + i))
+
+    def prepare() -> ImageFolderDataModule:
+        dm = ImageFolderDataModule(
+            root=str(root), data_dir=str(tmp_path / "data"), image_size=8, workers=1, split_seed=3, **FRACTIONS
+        )
+        dm.prepared()
+        return dm
+
+    dm = prepare()
+    meta = json.loads((dm.prepared_dir / "meta.json").read_text())
+    assert meta["split_rule"] == {"version": SPLIT_RULE_VERSION, "small_classes": ["rare"]}
+    with open(dm.prepared_dir / "manifest.csv") as f:
+        for row in csv.DictReader(f):
+            if row["label"] != "rare":
+                assert row["split"] == hashed_split(split_point(3, row["relpath"]), **FRACTIONS)
+    assert "`rare`" in (dm.prepared_dir / "data_card.md").read_text()
+    assert json.loads((dm.prepared_dir / "data_card.json").read_text())["split_rule"]["small_classes"] == ["rare"]
+
+    # a set made before the rule was recorded (rule 1) is rebuilt, with one line saying why
+    old = {k: v for k, v in meta.items() if k != "split_rule"}
+    (dm.prepared_dir / "meta.json").write_text(json.dumps(old))
+    with caplog.at_level(logging.INFO, logger="project.data.prepare"):
+        rebuilt = prepare().prepared()
+    lines = [r.getMessage() for r in caplog.records if r.name == "project.data.prepare"]
+    assert len(lines) == 1 and "split rule 1" in lines[0] and caplog.records[0].levelno == logging.WARNING
+    assert rebuilt["split_rule"]["version"] == SPLIT_RULE_VERSION
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="project.data.prepare"):
+        assert prepare().prepared()["key"] == rebuilt["key"]
+    assert not caplog.records  # current now: reused, nothing said
