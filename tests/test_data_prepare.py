@@ -120,7 +120,7 @@ def test_bad_files_are_skipped_and_listed(tmp_path: Path, capsys) -> None:
     assert "truncated" in reasons["red/cut.jpg"]
     assert "not a recognised image" in reasons["blue/notes.txt"]
     assert "decompression-bomb" in reasons["green/huge.png"]
-    assert "no valid image" in reasons["broken/"] and "no file" in reasons["empty class/"]
+    assert "no valid image" in reasons["broken/"] and "no image file" in reasons["empty class/"]
     assert "class folder" in reasons["stray.png"]
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "skipped 8 bad file(s)" in out  # one summary line

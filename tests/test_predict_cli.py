@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from project.config import UserError
+from project.data.scan import scan_csv, scan_folder
 from project.deploy.backends.eager import EagerBackend
 from project.deploy.bundle import BundleError, write_bundle
 from project.deploy.checkpoint import load_net
-from project.predict import predict, resolve_inputs
+from project.inputs import list_inputs
+from project.predict import predict
 from tests.conftest import read_metrics, run_cli
 from tests.inference_helpers import bomb_png, digit_samples, save_pngs
 
@@ -76,10 +78,13 @@ def make_mixed_folder(folder: Path, digits_model) -> list[str]:
 def test_bad_inputs_are_recorded_and_the_rest_predicted(digits_bundle: Path, digits_model, tmp_path: Path) -> None:
     expected = make_mixed_folder(tmp_path / "mixed", digits_model)
     output = tmp_path / "out" / "preds.jsonl"
+    # named in a list file, each is used as given, so the .txt is read and reported (a glob lists images only)
+    names = sorted(p.name for p in (tmp_path / "mixed").iterdir())
+    (tmp_path / "mixed.txt").write_text("".join(f"mixed/{name}\n" for name in names))
     proc = run_cli(
         "predict",
         f"bundle={digits_bundle}",
-        f"inputs={tmp_path}/mixed/*",
+        f"inputs={tmp_path}/mixed.txt",
         f"output={output}",
         log_dir=tmp_path / "logs",
         check=False,
@@ -136,7 +141,7 @@ def test_in_process_predict_writes_a_summary(compose_cfg, digits_bundle: Path, d
     assert json_lines(output.read_text())[2] == {"input": f"{tmp_path}/gone.png", "error": "file not found"}
 
 
-def test_resolve_inputs(tmp_path: Path) -> None:
+def test_list_inputs(tmp_path: Path) -> None:
     for name in ("b.png", "a.JPG", "c.txt"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
@@ -144,13 +149,39 @@ def test_resolve_inputs(tmp_path: Path) -> None:
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "e.png").write_bytes(b"x")
     # folders recurse by default (a test set in class folders), hidden folders left out
-    assert resolve_inputs(str(tmp_path)) == [f"{tmp_path}/a.JPG", f"{tmp_path}/b.png", f"{tmp_path}/sub/d.png"]
-    assert resolve_inputs(str(tmp_path), recursive=False) == [f"{tmp_path}/a.JPG", f"{tmp_path}/b.png"]
+    assert list_inputs(str(tmp_path)) == [f"{tmp_path}/a.JPG", f"{tmp_path}/b.png", f"{tmp_path}/sub/d.png"]
+    assert list_inputs(str(tmp_path), recursive=False) == [f"{tmp_path}/a.JPG", f"{tmp_path}/b.png"]
     # a CSV: its path column, relative to the CSV's folder
     (tmp_path / "list.csv").write_text("label,path\ncat,sub/d.png\ndog,/abs/x.png\n")
-    assert resolve_inputs(str(tmp_path / "list.csv")) == [f"{tmp_path}/sub/d.png", "/abs/x.png"]
-    assert resolve_inputs(f"{tmp_path}/**/*.png") == [f"{tmp_path}/b.png", f"{tmp_path}/sub/d.png"]
-    assert resolve_inputs([f"{tmp_path}/c.txt", f"{tmp_path}/missing.png"])[1].endswith("missing.png")
+    assert list_inputs(str(tmp_path / "list.csv")) == [f"{tmp_path}/sub/d.png", "/abs/x.png"]
+    assert list_inputs(f"{tmp_path}/**/*.png") == [f"{tmp_path}/b.png", f"{tmp_path}/sub/d.png"]
+    assert list_inputs([f"{tmp_path}/c.txt", f"{tmp_path}/missing.png"])[1].endswith("missing.png")
     for bad in (None, "", [], f"{tmp_path}/*.gif", f"{tmp_path}/missing.png", str(tmp_path / "sub" / "none")):
         with pytest.raises(UserError):
-            resolve_inputs(bad)
+            list_inputs(bad)
+
+
+def test_training_and_predict_list_alike(compose_cfg, digits_bundle: Path, digits_model, tmp_path: Path) -> None:
+    """One lister (project.inputs): hidden files and folders, odd-case suffixes and non-images are treated
+    alike by training's scan, `predict inputs=FOLDER` (the list the Ray runner is handed too) and a glob."""
+    root = tmp_path / "photos"
+    images = save_pngs(root / "three", *digit_samples(digits_model[1], 2))
+    (root / "seven").mkdir()
+    shutil.copy(images[0], root / "seven" / "x.PNG")
+    shutil.copy(images[0], root / "seven" / "y.JpG")
+    (root / "seven" / "notes.txt").write_text("not an image")
+    (root / "seven" / "raw").write_bytes(b"no suffix")
+    (root / "seven" / ".DS_Store").write_bytes(b"\0")
+    (root / "three" / ".git").mkdir()
+    shutil.copy(images[0], root / "three" / ".git" / "hidden.png")
+    shutil.copy(images[0], root / "three" / "._resource.png")
+
+    training = sorted(e.path for e in scan_folder(root).entries)
+    assert len(training) == 4 and not any("/." in p or p.endswith((".txt", "raw")) for p in training)
+    output = tmp_path / "preds.jsonl"
+    predict(compose_cfg("predict", [f"bundle={digits_bundle}", f"inputs={root}", f"output={output}"]))
+    assert sorted(line["input"] for line in json_lines(output.read_text())) == training
+    assert list_inputs(f"{root}/**/*") == training
+    # a CSV: the same header rule (any case, spaces around names) for training and predict
+    (tmp_path / "labels.csv").write_text(" Path , Label \n" + "".join(f"{p},x\n" for p in training))
+    assert [e.path for e in scan_csv(tmp_path / "labels.csv").entries] == list_inputs(str(tmp_path / "labels.csv"))

@@ -11,12 +11,10 @@ folder is written unless asked (`hydra=default`). Exit code 1 when any input fai
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
-import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,69 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from project.config import UserError, config_dir, exits_on_user_error, plain
-from project.inference.preprocess import IMAGE_SUFFIXES
-
-
-def _folder_images(folder: str, recursive: bool) -> list[str]:
-    """Image files in `folder` (and its subfolders: a test set in class folders), hidden ones left out."""
-    base = Path(folder)
-    found = base.rglob("*") if recursive else base.iterdir()
-    return sorted(
-        str(p)
-        for p in found
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(base).parts)
-    )
-
-
-def _csv_inputs(csv_file: str) -> list[str]:
-    """The `path` column (else the first column) of a CSV, relative paths taken from the CSV's folder."""
-    import csv
-
-    with open(csv_file, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise UserError(f"{csv_file} is empty: give a CSV with a path column")
-    header = [c.strip().lower() for c in rows[0]]
-    column = header.index("path") if "path" in header else 0
-    body = rows[1:] if "path" in header else rows
-    base = Path(csv_file).parent
-    paths = [row[column].strip() for row in body if len(row) > column and row[column].strip()]
-    if not paths:
-        raise UserError(f"{csv_file} lists no paths")
-    return [str(Path(p).expanduser() if Path(p).expanduser().is_absolute() else base / p) for p in paths]
-
-
-def resolve_inputs(spec: str | Sequence[str] | None, recursive: bool = True) -> list[str]:
-    """Paths, folders (their image files, subfolders included unless `recursive=False`), CSV files (their
-    `path` column) and globs → the list of files, in a stable order.
-
-    A path in a list that does not exist is kept (its line will say "file not found"); a pattern or
-    folder that yields nothing, or a lone missing path, is a usage error."""
-    if spec is None or spec == "" or spec == []:
-        raise UserError("inputs is required: pass inputs=IMAGE, inputs=FOLDER, inputs=LIST.csv or inputs='GLOB'")
-    specs = [spec] if isinstance(spec, str | os.PathLike) else [str(s) for s in spec]
-    files: list[str] = []
-    for entry in map(str, specs):
-        expanded = os.path.expanduser(entry)
-        if glob.has_magic(expanded):
-            matches = sorted(p for p in glob.glob(expanded, recursive=True) if os.path.isfile(p))
-            if not matches:
-                raise UserError(f"no files match {entry!r}")
-            files += matches
-        elif os.path.isdir(expanded):
-            images = _folder_images(expanded, recursive)
-            if not images:
-                raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {entry} or its subfolders")
-            files += images
-        elif expanded.lower().endswith(".csv") and os.path.isfile(expanded):
-            files += _csv_inputs(expanded)
-        elif len(specs) == 1 and not os.path.exists(expanded):
-            raise UserError(f"input not found: {entry}")
-        else:
-            files.append(expanded)
-    return files
+from project.inputs import list_inputs
 
 
 @contextlib.contextmanager
@@ -170,10 +106,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     runner = cfg.get("runner", "local")
     if runner not in RUNNERS:
         raise UserError(f"runner={runner} is not known: use one of {', '.join(RUNNERS)}")
-    from project.inference.batch_records import input_list
-
-    spec = plain(cfg.get("inputs"))
-    files = input_list(spec) or resolve_inputs(spec)
+    files = list_inputs(plain(cfg.get("inputs")))  # the same lister as training (project.inputs)
     if runner == "ray":
         from project.inference.ray_runner import predict_on_ray
 

@@ -26,7 +26,7 @@ def select_kept(scan: Scan, records: list[dict[str, Any]]) -> tuple[list[int], d
     entries = scan.entries
     skipped = [{"path": e.relpath, "reason": r["reason"]} for e, r in zip(entries, records, strict=True) if r["reason"]]
     skipped += [{"path": path, "reason": reason} for path, reason in scan.ignored]
-    skipped += [{"path": f"{name}/", "reason": "class folder holds no file"} for name in scan.empty_classes]
+    skipped += [{"path": f"{name}/", "reason": "class folder holds no image file"} for name in scan.empty_classes]
     valid = [i for i, r in enumerate(records) if not r["reason"]]
     valid_labels = {entries[i].label for i in valid}
     for label in sorted({e.label for e in entries} - valid_labels):

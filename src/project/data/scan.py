@@ -1,8 +1,8 @@
 """Find a user's images and their labels, and give each a split: no pixel is decoded here.
 
-Two sources:
+Two sources, listed by `project.inputs` (its rules for hidden files, image suffixes and CSV headers):
 - a folder: `root/train/<class>/…` (+ optional `root/val/…`, `root/test/…`), or `root/<class>/…` alone;
-  files in nested folders below a class folder belong to that class;
+  images in nested folders below a class folder belong to that class; other files are reported;
 - a CSV file with columns `path,label[,split]`, paths relative to the CSV's folder.
 
 Images without a split (a class-only folder, a CSV without `split`) and the train images of a layout
@@ -15,7 +15,6 @@ and a count, so one added image could move others test → val → train (a prep
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from collections import defaultdict
@@ -23,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from project.config import UserError
+from project.data.images import IMAGE_SUFFIXES
+from project.inputs import folder_images, is_hidden, listed_path, read_csv
 
 SPLITS = ("train", "val", "test")
+NOT_AN_IMAGE_NAME = f"not a recognised image file name (images end in {', '.join(IMAGE_SUFFIXES)}, any case)"
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
@@ -46,17 +48,8 @@ class Scan:
 
     entries: list[Entry]
     layout: str  # "split_folders" | "class_folders" | "csv"
-    empty_classes: list[str]  # class folders with no file at all
-    ignored: list[tuple[str, str]]  # (relative path, reason) for files outside any class folder
-
-
-def _visible_files(folder: Path) -> list[Path]:
-    """Every file below `folder`, hidden files and folders (.DS_Store, .git) left out, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in filenames if not f.startswith(".")]
-    return sorted(found)
+    empty_classes: list[str]  # class folders with no image file
+    ignored: list[tuple[str, str]]  # (relative path, reason): outside any class folder, or not an image name
 
 
 def _entry(path: Path, base: Path, label: str, split: str | None) -> Entry:
@@ -66,15 +59,16 @@ def _entry(path: Path, base: Path, label: str, split: str | None) -> Entry:
 
 def _class_folders(folder: Path, base: Path, split: str | None, scan: Scan) -> None:
     for child in sorted(folder.iterdir()):
-        if child.name.startswith("."):
+        if is_hidden(child.name):
             continue
         if child.is_file():
             scan.ignored.append((child.relative_to(base).as_posix(), "not inside a class folder"))
             continue
-        files = _visible_files(child)
-        if not files:
+        images, others = folder_images(child)
+        if not images:
             scan.empty_classes.append(f"{split}/{child.name}" if split else child.name)
-        scan.entries += [_entry(f, base, child.name, split) for f in files]
+        scan.entries += [_entry(f, base, child.name, split) for f in images]
+        scan.ignored += [(f.relative_to(base).as_posix(), NOT_AN_IMAGE_NAME) for f in others]
 
 
 def scan_folder(root: str | Path) -> Scan:
@@ -88,7 +82,7 @@ def scan_folder(root: str | Path) -> Scan:
     if "train" in split_dirs:
         scan = Scan([], "split_folders", [], [])
         for child in sorted(base.iterdir()):
-            if child.name.startswith(".") or child in split_dirs.values():
+            if is_hidden(child.name) or child in split_dirs.values():
                 continue
             scan.ignored.append((child.name, "not train/, val/ or test/ beside train/"))
         for split in SPLITS:
@@ -110,12 +104,7 @@ def scan_csv(csv_file: str | Path) -> Scan:
     if not file.is_file():
         raise UserError(f"data.csv={csv_file} not found: give a CSV file with columns path,label[,split]")
     base = file.parent
-    with open(file, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip().lower() for c in reader.fieldnames or []]
-        if "path" not in columns or "label" not in columns:
-            raise UserError(f"{file} needs a header row with columns path,label[,split]; found {columns}")
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    rows = read_csv(file, required=("path", "label"))
     scan = Scan([], "csv", [], [])
     for line, row in enumerate(rows, start=2):
         if not row.get("path") or not row.get("label"):
@@ -125,8 +114,7 @@ def scan_csv(csv_file: str | Path) -> Scan:
             if split.lower() not in SPLIT_ALIASES:
                 raise UserError(f"{file}:{line}: split {split!r} is not one of train, val, test")
             split = SPLIT_ALIASES[split.lower()]
-        path = Path(row["path"]).expanduser()
-        path = path if path.is_absolute() else base / path
+        path = listed_path(base, row["path"])
         relpath = os.path.relpath(path, base).replace(os.sep, "/")
         try:
             stat = path.stat()

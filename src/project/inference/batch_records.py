@@ -3,46 +3,20 @@ actor of `python -m project.predict` share, so both write the same answer for th
 
 A record is `{"input", "label", "index", "score", "topk"}`, or `{"input", "error"}` for an input that
 could not be read. Inputs are local paths or URIs (`file://`, `s3://`, `gs://`, … whatever
-`pyarrow.fs` can open); a text file of inputs (`.txt`, `.lst`) lists one per line.
+`pyarrow.fs` can open), listed by `project.inputs.list_inputs`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from project.config import UserError
 from project.inference.preprocess import InvalidInput
+from project.inputs import is_uri
 
 if TYPE_CHECKING:
     from project.inference.predictor import Predictor
-
-LIST_SUFFIXES = (".txt", ".lst")
-
-
-def is_uri(entry: str) -> bool:
-    return "://" in entry
-
-
-def input_list(spec: Any) -> list[str] | None:
-    """`inputs=list.txt` → its entries (one path or URI a line; blank lines and `#` comments skipped;
-    relative paths are relative to the list file), or None when `spec` is not such a file. Entries are
-    taken literally: a missing one becomes an error record, not a usage error."""
-    if not isinstance(spec, str | os.PathLike) or not str(spec).lower().endswith(LIST_SUFFIXES):
-        return None
-    path = Path(os.path.expanduser(str(spec)))
-    if not path.is_file():
-        return None
-    entries = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            entries.append(line if is_uri(line) or os.path.isabs(line) else str(path.parent / line))
-    if not entries:
-        raise UserError(f"input list {spec} names no inputs (one path or URI a line)")
-    return entries
 
 
 def load_source(entry: str) -> str | bytes:

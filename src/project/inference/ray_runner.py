@@ -23,7 +23,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from project.config import UserError
-from project.inference.batch_records import is_uri, predict_records
+from project.inference.batch_records import predict_records
+from project.inputs import is_uri
 
 FORMATS = {"jsonl": ".json", "parquet": ".parquet"}  # Ray names JSON-lines shards *.json
 # Offline and quiet: no usage-statistics upload, no FutureWarning about accelerator variables.
