@@ -26,6 +26,7 @@ from project.data.images import IMAGE_SUFFIXES
 from project.inputs import folder_images, is_hidden, listed_path, read_csv
 
 SPLITS = ("train", "val", "test")
+SPLIT_RULE_VERSION = 2  # 1: each class cut by rank and a count (one added file could move others)
 NOT_AN_IMAGE_NAME = f"not a recognised image file name (images end in {', '.join(IMAGE_SUFFIXES)}, any case)"
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -125,9 +126,6 @@ def scan_csv(csv_file: str | Path) -> Scan:
     if not scan.entries:
         raise UserError(f"{file} lists no images")
     return scan
-
-
-SPLIT_RULE_VERSION = 2
 
 
 def split_point(seed: int, relpath: str) -> float:
