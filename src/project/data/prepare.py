@@ -129,6 +129,11 @@ def ensure_prepared(
         meta = read_meta(directory)  # another process may have built it while we waited
         if meta is not None and meta.get("key") == key:
             return meta
+        if meta is None and directory.is_dir() and any(directory.iterdir()):
+            # building would replace it: never delete a folder this project did not write
+            raise UserError(
+                f"data.prepared_dir={directory} holds files but no prepared set ({META}): give a new or empty folder"
+            )
         reason = "missing" if meta is None else "stale (files or settings changed)"
         log.info("preparing %s → %s (prepared set %s)", source, directory, reason)
         return _build(scan, key, source, settings, directory, on_bad_file, workers)
