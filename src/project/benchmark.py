@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def parity_data_from_config(cfg: DictConfig, input_spec: dict[str, Any], max_samples: int | None) -> ParityData | None:
-    """The test split of the configured data set (or of the checkpoint's own run), checked against the
+    """The test split of the configured data set (or the one the checkpoint recorded), checked against the
     checkpoint's input size; None when there is no data config to be found."""
     datamodule = datamodule_for_checkpoint(cfg)  # data=NAME, else as the checkpoint recorded it
     if datamodule is None:
