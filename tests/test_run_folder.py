@@ -133,3 +133,10 @@ def test_the_users_data_override_wins_over_the_record(tmp_path: Path) -> None:
 def test_a_tampered_record_is_refused_before_anything_runs(tmp_path: Path, config: dict) -> None:
     with pytest.raises(UserError, match=r"refusing|cannot be rebuilt"):
         recorded_datamodule(tmp_path / "x.ckpt", {RECORD_KEY: config})
+
+
+def test_a_run_relative_key_must_name_a_recorded_path(tmp_path: Path) -> None:
+    config = {"_target_": "project.data.digits.DigitsDataModule", "val_size": 100}
+    for in_run in (["val_size"], "val_size"):
+        with pytest.raises(UserError, match="refusing"):
+            recorded_datamodule(tmp_path / "x.ckpt", {RECORD_KEY: config, RUN_RELATIVE_KEY: in_run})

@@ -148,6 +148,8 @@ def recorded_datamodule(checkpoint_path: str | Path, checkpoint: Mapping[str, An
         raise UserError(f"refusing to load {where}: not a mapping; pass data=NAME")
     config = dict(config)
     in_run = checkpoint.get(RUN_RELATIVE_KEY) or []
+    if not isinstance(in_run, list):
+        raise UserError(f"refusing to load {where}: {RUN_RELATIVE_KEY} is not a list of keys; pass data=NAME")
     if in_run:
         folder = run_folder_of(checkpoint_path)
         for key in in_run:
