@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from project.config import UserError
+from project.data.cifar10 import CIFAR10DataModule
 from project.data.digits import DigitsDataModule
 from project.data.from_run import (
     RECORD_KEY,
@@ -140,3 +141,16 @@ def test_a_run_relative_key_must_name_a_recorded_path(tmp_path: Path) -> None:
     for in_run in (["val_size"], "val_size"):
         with pytest.raises(UserError, match="refusing"):
             recorded_datamodule(tmp_path / "x.ckpt", {RECORD_KEY: config, RUN_RELATIVE_KEY: in_run})
+
+
+def test_cifar_is_found_where_it_was_from_another_folder(tmp_path: Path, monkeypatch) -> None:
+    """A relative `data.data_dir` is recorded as resolved in training: evaluated from another folder the
+    module reads the same files (no second download) and keeps `download=false` if it was set."""
+    for name in ("A", "B"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / "A")
+    entries = data_record(CIFAR10DataModule(data_dir="data/cifar10", download=False, val_size=100), tmp_path / "run")
+    assert entries[RECORD_KEY]["data_dir"] == str(tmp_path / "A" / "data" / "cifar10")
+    monkeypatch.chdir(tmp_path / "B")
+    rebuilt = recorded_datamodule(tmp_path / "run" / "checkpoints" / "best.ckpt", entries)
+    assert rebuilt.root == tmp_path / "A" / "data" / "cifar10" and rebuilt.allow_download is False
