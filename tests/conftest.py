@@ -59,14 +59,15 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
 
 def run_cli(
-    module: str, *args: str, log_dir: Path, timeout: float = 240, check: bool = True
+    module: str, *args: str, log_dir: Path, timeout: float = 240, check: bool = True, cwd: Path | None = None
 ) -> subprocess.CompletedProcess:
-    """`python -m project.<module> args...` in a subprocess, logs under `log_dir`, W&B offline."""
+    """`python -m project.<module> args...` in a subprocess (started in `cwd`, default this one), logs
+    under `log_dir`, W&B offline."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
     flags = [a for a in args if a.startswith("-")]  # argparse wants Hydra's flags before the overrides
     overrides = [a for a in args if not a.startswith("-")]
     cmd = [sys.executable, "-m", f"project.{module}", *flags, f"paths.log_dir={log_dir}", *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

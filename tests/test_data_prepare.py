@@ -216,3 +216,14 @@ def test_saved_data_config_resolves_against_the_run(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot be resolved"):
         saved_data_config(run / "checkpoints" / "best.ckpt")
     assert saved_data_config(tmp_path / "elsewhere.ckpt") is None
+
+
+def test_a_folder_that_is_not_a_prepared_set_is_never_replaced(tmp_path: Path) -> None:
+    """`data.prepared_dir` (typed, or read from a checkpoint's record) naming a folder of other files: one
+    clear line, the files untouched (building would have swapped the folder out and deleted it)."""
+    root = class_folder(tmp_path / "photos", per_class=3)
+    precious = write(tmp_path / "documents" / "thesis.png", noisy(COLOURS["red"]))
+    dm = module(tmp_path, root, prepared_dir=str(precious.parent))
+    with pytest.raises(UserError, match="holds files but no prepared set"):
+        dm.setup()
+    assert precious.is_file() and sorted(precious.parent.iterdir()) == [precious]

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from project import run
 from project.config import UserError, config_dir, exits_on_user_error, plain
-from project.data.from_run import build_datamodule, use_run_data_config
+from project.data.from_run import build_datamodule, datamodule_for_checkpoint
 from project.deploy.checkpoint import build_net, load_net
 from project.deploy.parity import ParityData, parity_from_loader
 from project.deploy.pipeline import run_pipeline
@@ -33,13 +33,12 @@ log = logging.getLogger(__name__)
 
 
 def parity_data_from_config(cfg: DictConfig, input_spec: dict[str, Any], max_samples: int | None) -> ParityData | None:
-    """The test split of the configured data set (or of the checkpoint's own run), checked against the
+    """The test split of the configured data set (or the one the checkpoint recorded), checked against the
     checkpoint's input size; None when there is no data config to be found."""
-    use_run_data_config(cfg)  # resolved against the run's own config: no interpolation left to fail
-    if cfg.get("data") is None:
+    datamodule = datamodule_for_checkpoint(cfg)  # data=NAME, else as the checkpoint recorded it
+    if datamodule is None:
         log.warning("no data config (pass data=NAME): parity runs on random inputs")
         return None
-    datamodule = build_datamodule(cfg.data)
     datamodule.setup("test")
     spec = datamodule.input_spec()
     for key in ("channels", "height", "width"):
@@ -90,9 +89,10 @@ def quantization_data(cfg: DictConfig, settings: DeploySettings, input_spec: dic
     if cfg.get("random_weights"):
         shape = (int(input_spec["channels"]), int(input_spec["height"]), int(input_spec["width"]))
         return synthetic_quantization(shape, len(input_spec["class_names"]), settings.int8)
-    if cfg.get("data") is None:
+    datamodule = datamodule_for_checkpoint(cfg)
+    if datamodule is None:
         return None
-    return quantization_from_datamodule(build_datamodule(cfg.data), settings.int8)
+    return quantization_from_datamodule(datamodule, settings.int8)
 
 
 def benchmark(cfg: DictConfig, output_dir: str) -> BenchmarkReport:

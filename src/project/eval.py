@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from project import run
 from project.config import UserError, config_dir, exits_on_user_error
-from project.data.from_run import build_datamodule, use_run_data_config
+from project.data.from_run import datamodule_for_checkpoint
 from project.deploy.checkpoint import load_checkpoint_file
 from project.distributed.ranks import is_rank_zero
 from project.distributed.strategy import finish_job
@@ -18,15 +18,15 @@ from project.tracking.wandb_setup import finish_on_exit
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    load_checkpoint_file(cfg.get("ckpt_path"))  # fails with one clear line before anything heavy
+    checkpoint = load_checkpoint_file(cfg.get("ckpt_path"))  # fails with one clear line before anything heavy
     if cfg.get("seed") is not None:
         import lightning as L
 
         L.seed_everything(cfg.seed, workers=True)
-    use_run_data_config(cfg)  # data: null (the default) → the data config the checkpoint's run saved
-    if cfg.get("data") is None:
+    # data: null (the default) → the data module the checkpoint recorded, paths as resolved in training
+    datamodule = datamodule_for_checkpoint(cfg, checkpoint)
+    if datamodule is None:
         raise UserError(f"no data config saved beside {cfg.ckpt_path} (no <run>/.hydra/config.yaml): pass data=NAME")
-    datamodule = build_datamodule(cfg.data)
     model = ClassifierModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
     trainer = run.build_trainer(cfg)
     run.log_config(trainer, cfg)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from project.atomic import atomic_write_text
 from project.checkpointing import resolve_ckpt_path
 from project.data.fit import fit_model_to_data
-from project.data.from_run import build_datamodule
+from project.data.from_run import SaveDataConfig, build_datamodule
 from project.deploy.checkpoint import best_checkpoint, load_checkpoint_file
 from project.nonfinite import StopOnNonFiniteLoss
 
@@ -104,7 +104,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = (), show_config
     datamodule: L.LightningDataModule = build_datamodule(cfg.data)  # a config mistake: one line
     fit_model_to_data(cfg.get("model"), datamodule)  # a user's folder decides the class count
     model: L.LightningModule = instantiate(cfg.model)
-    guards: list[Callback] = [StopOnNonFiniteLoss()]
+    # SaveDataConfig: eval/benchmark rebuild this data from the checkpoint alone, from any folder
+    guards: list[Callback] = [StopOnNonFiniteLoss(), SaveDataConfig()]
     if show_config:
         guards.append(PrintConfigTreeAfterSetup(cfg))
     trainer = build_trainer(cfg, extra_callbacks=[*guards, *extra_callbacks])

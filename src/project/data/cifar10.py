@@ -116,6 +116,7 @@ class CIFAR10DataModule(TensorImageDataModule):
     """CIFAR-10: 50,000 training images (validation carved from them) and the official 10,000 test images."""
 
     class_names = CLASS_NAMES
+    path_hparams = ("data_dir",)
 
     def __init__(
         self,
@@ -131,7 +132,8 @@ class CIFAR10DataModule(TensorImageDataModule):
         self.root = path.parent if pointed_at_archive else path
         self.archive = path if pointed_at_archive else path / ARCHIVE
         self.url, self.md5, self.allow_download = url, md5, download
-        self.hparams["data_dir"] = str(data_dir)
+        # absolute: a run evaluated from another folder reads the same files, never downloads them again
+        self.hparams.update(data_dir=str(path), url=url, md5=md5, download=download)
 
     def _batch_folder(self) -> Path | None:
         """The folder holding the batch files, if it is already there."""

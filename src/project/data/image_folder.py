@@ -32,6 +32,7 @@ class ImageFolderDataModule(TensorImageDataModule):
 
     # train/eval fit the model's class count and input channels to this data (project.data.fit)
     fits_model = True
+    path_hparams = ("root", "csv", "prepared_dir")
 
     def __init__(
         self,

@@ -149,6 +149,11 @@ def ensure_prepared(
         reason = rebuild_reason(meta, key)
         if reason is None:
             return meta  # type: ignore[return-value]
+        if meta is None and directory.is_dir() and any(directory.iterdir()):
+            # building would replace it: never delete a folder this project did not write
+            raise UserError(
+                f"data.prepared_dir={directory} holds files but no prepared set ({META}): give a new or empty folder"
+            )
         level = logging.WARNING if reason.startswith("made by split rule") else logging.INFO
         log.log(level, "preparing %s → %s (prepared set %s)", source, directory, reason)
         return _build(scan, key, source, settings, directory, on_bad_file, workers)

@@ -93,6 +93,9 @@ class TensorImageDataModule(L.LightningDataModule):
     """Train/val/test splits as uint8 N×C×H×W tensors; augmentation and normalisation per batch on device."""
 
     class_names: Sequence[str] = ()
+    # hyper-parameters that name a file or folder: the checkpoint records them absolute (or relative to
+    # the run folder, for one inside it), so `eval`/`benchmark` find the same data from any folder
+    path_hparams: tuple[str, ...] = ()
 
     def __init__(
         self,
