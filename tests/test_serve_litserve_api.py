@@ -24,7 +24,13 @@ OVERRIDDEN: dict[str, list[str]] = {
     "_perform_graceful_shutdown": ["self", "manager", "uvicorn_workers", "shutdown_reason"],
 }
 # what LitServer's `run` must still do for the overrides and the signal path to take effect
-RUN_USES = ["_init_manager(", "_start_server(", "_perform_graceful_shutdown(", "_monitor_workers", "except KeyboardInterrupt"]
+RUN_USES = [
+    "_init_manager(",
+    "_start_server(",
+    "_perform_graceful_shutdown(",
+    "_monitor_workers",
+    "except KeyboardInterrupt",
+]
 # attributes LitServer's __init__ sets that SupervisedServer reads or overrides
 INIT_SETS = ["_monitor_workers", "uvicorn_graceful_timeout", "restart_workers"]
 
