@@ -179,7 +179,10 @@ def test_inductor_pt2e_int8_reloads_and_keeps_accuracy(digits, calibration, tmp_
     assert backend.calibration_stats.samples == calibration.size
 
 
-CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 {extra}\n\nprocessor\t: 1\nflags\t\t: fpu avx2 {extra}\n"
+CPUINFO = (
+    "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 {extra}\n\n"
+    "processor\t: 1\nflags\t\t: fpu avx2 {extra}\n"
+)
 
 
 @pytest.mark.parametrize(
