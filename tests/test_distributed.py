@@ -287,3 +287,27 @@ def test_ddp_cpu_jobs_inside_a_multirun(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert sorted(r["trainer"] for r in rows) == ["ddp_cpu", "default"]
     assert all(r["status"] == "completed" for r in rows)
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
+    """Rank 1's loss turns NaN (a poisoned batch), rank 0's stays finite: both stop at the same step with the
+    one-line error, instead of rank 0 waiting in the gradient all-reduce (bounded here at 60 s)."""
+    proc = run_isolated(
+        "train",
+        "model=digits_tiny",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "trainer.strategy.timeout_s=60",
+        "+callbacks.poison._target_=tests.nan_injection.PoisonBatchOnRank",
+        *FAST,
+        log_dir=tmp_path / "logs",
+        timeout=150,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: non-finite training loss")]
+    assert len(errors) == 2, proc.stderr[-3000:]  # one per rank
+    assert any("(nan)" in e for e in errors) and any("(on another rank)" in e for e in errors), errors
+    assert len({e.split(" at step ")[1].split(":")[0] for e in errors}) == 1, errors  # the same step
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

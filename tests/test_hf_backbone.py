@@ -182,3 +182,26 @@ def test_tiny_backbone_end_to_end_through_the_cli(tiny_resnet: Path, tmp_path: P
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     predicted = [int(line["label"]) for line in sorted(lines, key=lambda line: line["input"])]
     assert predicted == eager.tolist()  # the files, through the shipped engine = eager on the prepared tensors
+
+
+def test_frozen_backbone_trains_under_two_ddp_ranks(tiny_resnet: Path, tmp_path: Path) -> None:
+    """`model=hf_backbone trainer=ddp_cpu` with `freeze_epochs` > 0: frozen weights get no gradient, which
+    DDP's reducer rejects unless the strategy looks for unused parameters (it does so by itself)."""
+    from tests.isolated_cli import run_isolated
+
+    proc = run_isolated(
+        "train",
+        "model=hf_backbone",
+        f"model.net.name={tiny_resnet}",
+        "model.freeze_epochs=1",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "debug=limit",
+        "deploy.enabled=false",
+        "extras.print_config=false",
+        "callbacks.progress_bar=null",
+        log_dir=tmp_path / "logs",
+        timeout=240,
+    )
+    assert "find_unused_parameters=True" in proc.stdout + proc.stderr
+    assert read_metrics(run_folder(proc))["metrics"]["test/acc"] >= 0

@@ -177,3 +177,44 @@ def test_inductor_pt2e_int8_reloads_and_keeps_accuracy(digits, calibration, tmp_
     loaded = parse_backend("inductor_int8").load(tmp_path, net, threads=2)
     assert accuracy_of(loaded, data) >= eager_acc - MAX_DROP
     assert backend.calibration_stats.samples == calibration.size
+
+
+CPUINFO = (
+    "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 {extra}\n\n"
+    "processor\t: 1\nflags\t\t: fpu avx2 {extra}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "vnni"),
+    [("avx512f avx512_vnni", True), ("avx_vnni", True), ("amx_tile amx_int8", True), ("avx512f avx512bw", False)],
+)
+def test_cpu_has_vnni_reads_the_cpuinfo_flags(extra: str, vnni: bool) -> None:
+    from project.deploy.hardware import cpu_has_vnni
+
+    assert cpu_has_vnni(CPUINFO.format(extra=extra)) is vnni
+    assert cpu_has_vnni("model name\t: avx512_vnni in a name, not a flag\n") is False
+
+
+@pytest.mark.parametrize("vnni", [True, False], ids=["vnni", "no-vnni"])
+def test_onnxruntime_int8_keeps_weights_to_7_bits_without_vnni(vnni: bool, monkeypatch) -> None:
+    """Without VNNI, 8-bit u8×s8 products saturate in 16-bit lanes: the weights must stay within ±64."""
+    import onnx
+    from onnx import numpy_helper
+
+    import project.deploy.quantize.onnx_int8 as onnx_int8
+    from project.deploy.backends.onnxruntime import OnnxRuntimeEngine, export_onnx
+
+    monkeypatch.setattr(onnx_int8, "cpu_has_vnni", lambda: vnni)  # only picks the branch; the rest runs for real
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(288, 10))
+    calibration = synthetic_calibration((1, 8, 8), 10, 32, seed=0)
+    model = onnx_int8.quantize_onnx(export_onnx(net.eval(), calibration.images[:2]), calibration)
+    weights = [
+        numpy_helper.to_array(t)
+        for t in onnx.load_from_string(model).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8
+    ]
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert (largest <= 64) is not vnni, largest
+    assert OnnxRuntimeEngine(model, threads=1)(calibration.images[:3]).shape == (3, 10)

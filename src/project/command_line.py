@@ -9,10 +9,10 @@ import os
 import re
 import sys
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from project.config import config_dir
-from project.validation import ConfigError, parameters, suggestion, validate_config
+from project.validation import ConfigError, override_errors, parameters, suggestion, validate_config
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -56,7 +56,8 @@ def explain_composition_error(config_name: str, overrides: list[str], exc: Excep
         rest = [o for o in overrides if o.split("=", 1)[0] != key]
         known: list[str] = []
         try:
-            parent = OmegaConf.select(_compose(config_name, rest), parent_path) if parent_path else None
+            root = _compose(config_name, rest)
+            parent = OmegaConf.select(root, parent_path) if parent_path else root
             if isinstance(parent, DictConfig):
                 known = [str(k) for k in parent if not str(k).startswith("_")]
                 if "_target_" in parent:
@@ -73,6 +74,20 @@ def explain_composition_error(config_name: str, overrides: list[str], exc: Excep
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
+def plain_settings(cfg: DictConfig, args: list[str]) -> dict[str, str]:
+    """The `key=value` arguments that set a single value (not a config group, not a `+`/`~` one): key → arg."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found = {}
+    for arg, override in zip(args, OverridesParser.create().parse_overrides(args), strict=True):
+        key = override.key_or_group
+        if override.is_add() or override.is_delete() or override.package or "/" in key:
+            continue
+        if not isinstance(OmegaConf.select(cfg, key, default=None), DictConfig | ListConfig):
+            found[key] = arg
+    return found
+
+
 def check_command_line(config_name: str, args: list[str] | None = None) -> None:
     """Compose and validate the command line's config before Hydra starts the job (no run folder is made
     for a config that cannot work). Errors: one line on stderr, exit 2."""
@@ -86,6 +101,11 @@ def check_command_line(config_name: str, args: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     try:
         validate_config(cfg)
+        plain = plain_settings(cfg, args)
+        if plain:  # their values against the kind of the defaults they replace
+            defaults = _compose(config_name, [a for a in args if a not in plain.values()])
+            if errors := override_errors(cfg, defaults, list(plain)):
+                raise ConfigError(errors[0])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -22,14 +22,19 @@ def last_good_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Checks each training loss before backward; a NaN or Inf raises `NonFiniteLossError` (exit 2)."""
+    """Checks each training loss before backward; a NaN or Inf raises `NonFiniteLossError` (exit 2).
+
+    Under DDP the ranks decide together (one all-reduced flag per step): a rank stopping alone would leave
+    the others waiting in the gradient all-reduce until the collective timeout."""
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        if bool(torch.isfinite(loss.detach()).all()):
+        finite_here = bool(torch.isfinite(loss.detach()).all())
+        if trainer.strategy.reduce_boolean_decision(finite_here, all=True):
             return
+        value = "on another rank" if finite_here else loss.detach().float().item()
         good = last_good_checkpoint(trainer) or "none (no epoch finished)"
         raise NonFiniteLossError(
-            f"non-finite training loss ({loss.detach().float().item()}) at step {trainer.global_step}, "
+            f"non-finite training loss ({value}) at step {trainer.global_step}, "
             f"epoch {trainer.current_epoch}: training stopped; last good checkpoint: {good} "
             "(lower model.optimizer.lr or check the data)"
         )

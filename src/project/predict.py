@@ -147,4 +147,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from project.command_line import check_command_line
+
+    check_command_line("predict")  # a mistake in the command line: one line, exit 2, before Hydra starts
     main()

@@ -30,4 +30,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from project.command_line import check_command_line
+
+    check_command_line("prepare")  # a mistake in the command line: one line, exit 2, before Hydra starts
     main()

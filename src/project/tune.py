@@ -251,4 +251,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from project.command_line import check_command_line
+
+    check_command_line("tune")  # a mistake in the command line: one line, exit 2, before Hydra starts
     main()

@@ -237,6 +237,38 @@ def config_errors(cfg: DictConfig, settings: dict[str, Any] | None = None) -> li
     return errors
 
 
+def _kind_error(default: Any, value: Any) -> str | None:
+    """Why `value` is not the kind of value `default` is (a number, true/false, a string), or None."""
+    if value is None or (isinstance(default, bool) and isinstance(value, bool)):
+        return None
+    if isinstance(default, bool):
+        return f"expected true or false, got {value!r}"
+    if isinstance(default, int | float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"expected a number (default {default!r}), got {value!r}"
+    if isinstance(default, str) and not isinstance(value, str | int | float):
+        return f"expected a string, got {value!r}"
+    return None
+
+
+def override_errors(cfg: DictConfig, defaults: DictConfig, keys: list[str]) -> list[str]:
+    """Plain settings set on the command line (`keys`) to another kind of value than the config's own
+    default: `port=abc`, `fail_on_error=maybe`. Keys of `_target_` nodes are left to `check_target`."""
+    errors = []
+    for key in keys:
+        parent = OmegaConf.select(cfg, key.rpartition(".")[0]) if "." in key else cfg
+        if isinstance(parent, DictConfig) and "_target_" in parent:
+            continue
+        try:
+            default = OmegaConf.select(defaults, key, throw_on_resolution_failure=False)
+            value = OmegaConf.select(cfg, key)
+        except Exception:
+            continue
+        if default is not None and (problem := _kind_error(default, value)):
+            errors.append(f"{key}: {problem}")
+    return errors
+
+
 def validate_config(cfg: DictConfig, settings: dict[str, Any] | None = TRAIN_SETTINGS) -> None:
     """Raise `ConfigError` (one line: the first problem, and how many more) if `cfg` cannot work."""
     if errors := config_errors(cfg, settings):

@@ -29,6 +29,27 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+# x86 flags for an int8 dot product that sums u8×s8 products in 32 bits (AVX512-VNNI, AVX-VNNI, AMX-INT8)
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU (`/proc/cpuinfo`'s text, read when not given) has a VNNI-class int8 instruction.
+    Without one, int8 kernels sum u8×s8 products in saturating 16-bit lanes (vpmaddubsw): every int8
+    quantizer here then keeps activations or weights to 7 bits."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False  # unknown: the 7-bit choice is correct everywhere, only slightly less precise
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags" and VNNI_FLAGS & set(value.split()):
+            return True
+    return False
+
+
 def cuda_has_native_bf16() -> bool:
     """Ampere (compute capability 8.0) or newer."""
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)

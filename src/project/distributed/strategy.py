@@ -184,6 +184,16 @@ class HydraDDPStrategy(DDPStrategy):
         super().__init__(**kwargs)
         self.entry = entry
 
+    def configure_ddp(self) -> None:
+        """Lightning's, looking for unused parameters when the model freezes some while training (a backbone
+        frozen for `model.freeze_epochs`): DDP's reducer fails on their missing gradients otherwise."""
+        if not self._ddp_kwargs.get("find_unused_parameters") and getattr(
+            self.lightning_module, "freezes_parameters", False
+        ):
+            log.info("DDP: find_unused_parameters=True, as the model freezes layers for some epochs")
+            self._ddp_kwargs["find_unused_parameters"] = True
+        super().configure_ddp()
+
     def _configure_launcher(self) -> None:
         if self._start_method != "popen":
             super()._configure_launcher()

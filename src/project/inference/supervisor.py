@@ -18,11 +18,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import litserve as ls
 import psutil
-from litserve.transport.factory import create_transport_from_config
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,35 @@ def _is_resource_tracker(process: psutil.Process) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _default_start_method(method: str) -> Iterator[None]:
+    """Processes started through multiprocessing's default context use `method` inside the block."""
+    previous = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method(method, force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(previous, force=True)  # None: back to the platform's default
+
+
 class ShutdownRequested(KeyboardInterrupt):
-    """Raised in the main thread by SIGTERM/SIGINT (a KeyboardInterrupt, so LitServe's run loop ends)."""
+    """Raised in the main thread by SIGTERM/SIGINT: a KeyboardInterrupt, so the stop takes LitServe's own
+    Ctrl-C path through `run` (LitServe installs no SIGTERM handler: the default would kill the process)."""
 
 
 class SupervisedServer(ls.LitServer):
     def __init__(self, *args: Any, shutdown_timeout: float = 30.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        if kwargs.get("restart_workers"):
+            raise ValueError("SupervisedServer stops on a dead worker (exit 1) so that its service manager restarts it")
+        super().__init__(*args, restart_workers=False, **{k: v for k, v in kwargs.items() if k != "restart_workers"})
         self.uvicorn_graceful_timeout = float(shutdown_timeout)  # uvicorn's own drain limit too
-        self._monitor_workers = False  # LitServe's monitor shuts down from its thread; ours signals main
+        # LitServe's monitor (no public switch) shuts down from its own thread; ours signals the main thread
+        self._monitor_workers = False
         self.failure: str | None = None
         self._main_pid = os.getpid()
         self._stopping = threading.Event()
         self._uvicorn_workers: dict[Any, Any] = {}
+        self._manager_processes: list[multiprocessing.Process] = []
         self.inference_workers: list[Any] = []
 
     # --- signals ---------------------------------------------------------------------------------------
@@ -88,22 +104,15 @@ class SupervisedServer(ls.LitServer):
                 signal.signal(s, handler)
         return 1 if self.failure else 0
 
-    # --- LitServe hooks --------------------------------------------------------------------------------
+    # --- LitServe internals (no public hook in 0.2.x; tests/test_serve_litserve_api.py guards them) ----------
     def _init_manager(self, num_api_servers: int) -> Any:
-        """LitServe's, with its queue manager *spawned*: a forked one would inherit the listening socket
-        and keep the port accepting (into a queue nobody serves) while the HTTP processes drain."""
-        manager = multiprocessing.get_context("spawn").Manager()
-        self._manager_process = manager._process  # watched like the workers
-        self.transport_config.manager = manager
-        self.transport_config.num_consumers = num_api_servers
-        self.workers_setup_status = manager.dict()
-        self._shutdown_event = manager.Event()
-        for lit_api in self.litapi_connector:
-            self.litapi_request_queues[lit_api.api_path] = manager.Queue()
-        if self._logger_connector._loggers:
-            self.logger_queue = manager.Queue()
-        self._logger_connector.run(self)
-        self._transport = create_transport_from_config(self.transport_config)
+        """LitServe's, with its queue manager *spawned* (Python's start-method hook; LitServe has none): a
+        forked one would inherit the listening socket and keep the port accepting (into a queue nobody
+        serves) while the HTTP processes drain."""
+        before = set(multiprocessing.active_children())
+        with _default_start_method("spawn"):
+            manager = super()._init_manager(num_api_servers)
+        self._manager_processes = [p for p in multiprocessing.active_children() if p not in before]  # watched too
         return manager
 
     def _start_server(self, port, num_uvicorn_servers, log_level, sockets, uvicorn_worker_type, **kwargs):
@@ -115,8 +124,9 @@ class SupervisedServer(ls.LitServer):
         return self._uvicorn_workers
 
     def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason: str = "normal") -> None:
-        """HTTP processes first (they stop accepting and drain while the inference workers still answer),
-        then the inference workers, then LitServe's queue manager."""
+        """HTTP processes first, all at once (they stop accepting and drain while the inference workers still
+        answer), then the inference workers, then LitServe's queue manager. LitServe's own stops the HTTP
+        processes one after another, so the later ones keep accepting while the first drains."""
         started = time.monotonic()
         for worker in uvicorn_workers.values():
             with contextlib.suppress(Exception):
@@ -144,7 +154,7 @@ class SupervisedServer(ls.LitServer):
         while not self._stopping.wait(0.5):
             named = [("inference worker", w) for w in list(self.inference_workers)]
             named += [("HTTP process", w) for w in self._uvicorn_workers.values()]
-            named += [("queue manager", w) for w in [getattr(self, "_manager_process", None)] if w is not None]
+            named += [("queue manager", w) for w in self._manager_processes]
             for kind, worker in named:
                 if not worker.is_alive() and not self._stopping.is_set():
                     self.failure = (

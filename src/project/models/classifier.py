@@ -122,6 +122,12 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @property
+    def freezes_parameters(self) -> bool:
+        """Whether some parameters get no gradient in part of the training (the backbone's first epochs):
+        DDP must then look for unused parameters (`project.distributed.strategy.HydraDDPStrategy`)."""
+        return bool(self.hparams.get("freeze_epochs", 0))
+
     def on_train_start(self) -> None:
         if self.trainer.global_step == 0:  # a fresh start (a resumed run keeps its restored best)
             self.val_acc_best.reset()  # the sanity check must not count as a best epoch

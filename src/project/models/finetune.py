@@ -4,7 +4,7 @@ with the backbone at `backbone_lr_scale` × the learning rate.
 Equivalent to Lightning's `BackboneFinetuning`, but the backbone's parameter group exists from the first
 step (only frozen), so the learning-rate schedule drives both groups alike. Any net with a `backbone`
 submodule qualifies (`project.models.hf_backbone.HFBackbone`). Under DDP, frozen parameters get no
-gradient: use `trainer.strategy=ddp_find_unused_parameters_true` while `freeze_epochs` > 0.
+gradient: `HydraDDPStrategy` then turns on `find_unused_parameters` by itself.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from project.deploy.backends._util import batch_dim, export_example, quiet_export
+from project.deploy.hardware import cpu_has_vnni
 from project.deploy.quantize.calibration import CalibrationSet
 
 
@@ -58,7 +59,7 @@ def quantize_pt2e(net: nn.Module, calibration: CalibrationSet, batch_size: int =
     quantizer = xiq.X86InductorQuantizer()
     # without VNNI, oneDNN's u8×s8 products go through 16-bit sums (vpmaddubsw) that saturate: 7-bit
     # activations avoid that, as torchao's docs advise for such CPUs
-    config = xiq.get_default_x86_inductor_quantization_config(reduce_range=not torch.cpu._is_vnni_supported())
+    config = xiq.get_default_x86_inductor_quantization_config(reduce_range=not cpu_has_vnni())
     quantizer.set_global(config)
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():

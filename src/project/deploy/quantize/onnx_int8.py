@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from project.deploy.hardware import cpu_has_vnni
 from project.deploy.quantize.calibration import CalibrationSet
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -66,15 +67,18 @@ def quantize_onnx(
     calibration: CalibrationSet,
     method: str = "minmax",
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool | None = None,
     batch_size: int = 32,
 ) -> bytes:
-    """fp32 ONNX bytes → INT8 QDQ ONNX bytes calibrated on `calibration`."""
+    """fp32 ONNX bytes → INT8 QDQ ONNX bytes calibrated on `calibration`. `reduce_range` (7-bit weights)
+    defaults to what the CPU needs: on if it has no VNNI, where 8-bit products saturate."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     calibrate_method = calibration_method(method)
+    if reduce_range is None:
+        reduce_range = not cpu_has_vnni()
     # the histogram calibrators print their progress to stdout: keep the post-fit step's output readable
     with tempfile.TemporaryDirectory(prefix="ort_int8_") as tmp, contextlib.redirect_stdout(io.StringIO()):
         fp32, prepared, quantized = (Path(tmp) / name for name in ("fp32.onnx", "prep.onnx", "int8.onnx"))

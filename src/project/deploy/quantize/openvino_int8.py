@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from project.deploy.hardware import cpu_has_vnni
 from project.deploy.quantize.calibration import CalibrationSet
 
 PRESETS = ("performance", "mixed")
@@ -48,10 +49,9 @@ def top1_accuracy(compiled: Any, items: Iterable[tuple[np.ndarray, np.ndarray]])
 def advanced_parameters() -> Any:
     """Without VNNI, x86 int8 kernels sum u8×s8 products in saturating 16-bit lanes (vpmaddubsw): NNCF's
     overflow fix (7-bit weights) is then needed in every layer, not only the first (its default)."""
-    import torch
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    fix = OverflowFix.FIRST_LAYER if torch.cpu._is_vnni_supported() else OverflowFix.ENABLE
+    fix = OverflowFix.FIRST_LAYER if cpu_has_vnni() else OverflowFix.ENABLE
     return AdvancedQuantizationParameters(overflow_fix=fix)
 
 
