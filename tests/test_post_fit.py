@@ -88,7 +88,14 @@ def test_a_failure_of_the_isolated_step_is_logged_once(tmp_path: Path, caplog, c
 
 
 def _post_fit_child(parent: psutil.Process) -> psutil.Process | None:
-    return next((p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())), None)
+    """The spawned post-fit process among `parent`'s children (not multiprocessing's resource tracker)."""
+    for child in parent.children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:  # a child that just ended
+            continue
+    return None
 
 
 def _gone(process: psutil.Process) -> bool:
