@@ -179,15 +179,14 @@ def child_main(job: PostFitJob, send: Connection, parent_pid: int) -> None:
 
 def portable_error(exc: Exception) -> Exception:
     """`exc` with the child's traceback as a note, or a RuntimeError naming it when it does not pickle."""
-    note = "in the post-fit process:\n" + "".join(traceback.format_exception(exc)).rstrip()
+    note = "in the post-fit process:\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        exc.add_note(note)
         pickle.loads(pickle.dumps(exc))
-        return exc
     except Exception:
-        plain = RuntimeError(f"{type(exc).__name__}: {exc}")
-        plain.add_note(note)
-        return plain
+        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+    if hasattr(exc, "add_note"):  # Python 3.11+: shown under the traceback when the error is raised
+        exc.add_note(note.rstrip())
+    return exc
 
 
 def die_with_parent(parent_pid: int) -> None:
