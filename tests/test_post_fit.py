@@ -130,3 +130,15 @@ def test_killing_the_parent_ends_the_isolated_step(checkpoint: Path, tmp_path: P
         parent.kill()
         if child is not None and not _gone(child):
             child.kill()
+
+
+def test_the_isolated_step_does_not_rerun_the_callers_script(checkpoint: Path, tmp_path: Path) -> None:
+    """A training script without an `if __name__ == "__main__":` guard: spawn would import it again in the
+    child (training and all); the step starts its child without the caller's main module."""
+    script = tmp_path / "train_script.py"
+    script.write_text(PARENT.replace("post_fit(", 'print("script body ran", flush=True)\npost_fit('))
+    cmd = [sys.executable, str(script), str(checkpoint), json.dumps(CHEAP), str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("script body ran") == 1, proc.stdout[-3000:]
+    assert (tmp_path / "run" / "benchmark.json").is_file()

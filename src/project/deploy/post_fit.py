@@ -31,7 +31,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+import types
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -142,8 +144,12 @@ def run_in_child(job: PostFitJob) -> BenchmarkReport:
         torch.cuda.empty_cache()  # the child needs the device memory training cached
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=child_main, args=(job, send, os.getpid()), name="post-fit")
-    child.start()
+    # plain pickle, not multiprocessing's: tensors travel as bytes through the pipe, not through /dev/shm
+    # (64 MB by default in a container, too small for a test split)
+    payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+    child = context.Process(target=child_main, args=(payload, send, os.getpid()), name="post-fit")
+    with main_module_hidden():
+        child.start()
     send.close()  # the child holds the only sending end: its death reads as EOF here
     log.info("deploy: post-fit step running in process %d", child.pid)
     try:
@@ -165,11 +171,25 @@ def run_in_child(job: PostFitJob) -> BenchmarkReport:
     return value
 
 
-def child_main(job: PostFitJob, send: Connection, parent_pid: int) -> None:
-    """The child's side: die with the parent, run the job, send back ("ok", report) or ("error", exc)."""
+@contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """Start a spawn child without the parent's `__main__`. Spawn re-imports the parent's main script in
+    the child so functions defined there can be unpickled; the job needs none, and a user's training
+    script without an `if __name__ == "__main__":` guard would run again, training and all."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def child_main(payload: bytes, send: Connection, parent_pid: int) -> None:
+    """The child's side: die with the parent, run the pickled job, send back ("ok", report) or ("error", exc)."""
     die_with_parent(parent_pid)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     try:
+        job: PostFitJob = pickle.loads(payload)  # written by our parent a moment ago
         outcome: tuple[str, Any] = ("ok", job.run())
     except Exception as exc:  # reported (and logged) once, by the parent
         outcome = ("error", portable_error(exc))
