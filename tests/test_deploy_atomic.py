@@ -1,7 +1,7 @@
 """A kill at any moment of the post-fit step never leaves a file that loads as valid but is half written.
 
-The step runs in its own process (`project.deploy.isolated`, what the training callback starts), so the
-test starts that process for real on a trained run, SIGKILLs it at a point of the step, and loads what is
+The test runs the step (`project.deploy.post_fit.post_fit`, what the training callback's isolated child
+runs) in a process of its own on a trained run, SIGKILLs it at a point of the step, and loads what is
 left: `benchmark.json` is absent or a whole report, and `Predictor.load` either loads a complete bundle
 that predicts or refuses with one clear `BundleError`."""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -35,15 +36,20 @@ def quick_run(trained_default: Path) -> Path:
     return trained_default
 
 
+STEP = """
+import json, sys
+from project.deploy.post_fit import post_fit
+from project.deploy.settings import DeploySettings
+post_fit(sys.argv[1], DeploySettings.from_config(json.loads(sys.argv[2])), sys.argv[3], strict=True)
+"""
+
+
 def start_step(folder: Path) -> subprocess.Popen:
-    """The post-fit process exactly as the callback starts it, on `folder`'s best checkpoint."""
+    """The post-fit step in a process of its own, on `folder`'s best checkpoint."""
     report = BenchmarkReport.read(folder / "benchmark.json")
-    settings = DeploySettings.from_config({"backends": BACKENDS, "plot": False, "timing": {"min_iters": 3}})
-    job = folder / "job.json"
-    spec = {"checkpoint": report.checkpoint, "settings": settings.to_config(), "output_dir": str(folder)}
-    job.write_text(json.dumps({**spec, "parity": None}))
+    settings = {"backends": BACKENDS, "plot": False, "timing": {"min_iters": 3}}
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "project.deploy.isolated", str(job)]
+    cmd = [sys.executable, "-c", STEP, report.checkpoint, json.dumps(settings), str(folder)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -80,9 +86,9 @@ def test_kill_while_the_new_bundle_is_written_leaves_no_half_bundle(quick_run: P
     shutil.copytree(quick_run, folder)
     shutil.rmtree(folder / "deploy")  # no earlier bundle: what is left must be refused, not half-loaded
     proc = start_step(folder)
-    killed = kill_when(proc, lambda: (folder / "deploy.tmp" / "weights.safetensors").exists())
+    killed = kill_when(proc, lambda: any(folder.glob(".deploy.*.tmp/weights.safetensors")))
     assert killed, "the step ended before its bundle was being written"
-    assert (folder / "deploy.tmp").is_dir()  # it really died mid-bundle
+    assert any(folder.glob(".deploy.*.tmp"))  # it really died mid-bundle (in atomic_dir's temporary folder)
     assert assert_left_loadable(folder) == "refused"
 
 
@@ -110,5 +116,5 @@ def test_settings_survive_the_trip_to_the_post_fit_process() -> None:
     settings = DeploySettings.from_config(
         {"backends": ["eager", "onnxruntime"], "bare": True, "timing": {"min_iters": 7}, "parity": {"max_samples": 9}}
     )
-    again = DeploySettings.from_config(json.loads(json.dumps(settings.to_config())))
-    assert again == settings
+    assert DeploySettings.from_config(json.loads(json.dumps(settings.to_config()))) == settings
+    assert pickle.loads(pickle.dumps(settings)) == settings  # how the isolated child receives them

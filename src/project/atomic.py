@@ -1,12 +1,14 @@
-"""Atomic file writes: a reader (or a run killed midway) sees the old file or the whole new one, never half.
+"""Atomic writes: a reader (or a run killed midway) sees the old file or folder or the whole new one, never half.
 
 The data goes to a temporary name in the same folder, is flushed to disk, then renamed over the target
-(`os.replace` is atomic on one filesystem). Use it for every result another step or a user loads later.
+(`os.replace` is atomic on one filesystem). Use it for every result another step or a user loads later:
+`atomic_path` for one file, `atomic_dir` for a folder (a bundle, a prepared data set, a Triton model).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +33,62 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh empty folder beside `path` to build in; on a clean exit it takes `path`'s place.
+
+    The swap is two renames (old folder aside, new one in) and the old one is deleted only once the new
+    one is in place, so a kill at any moment leaves the old folder, the new one, or (between the two
+    renames) no `path` at all, never a mix. If the second rename fails the old folder is put back. On an
+    error inside the block the temporary folder is removed and `path` is left as it was. Leftovers of
+    killed writers (hidden `.NAME.PID.*` siblings whose process is gone) are cleared on the next call."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clear_dead_leftovers(target)
+    stem = f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp, old = target.parent / f"{stem}.tmp", target.parent / f"{stem}.old"
+    tmp.mkdir()
+    try:
+        yield tmp
+        moved = target.exists() or target.is_symlink()
+        if moved:
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if moved:
+                os.replace(old, target)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(target.parent)
+    if old.is_symlink() or old.is_file():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _clear_dead_leftovers(target: Path) -> None:
+    """Remove `.NAME.PID.*.tmp|old` siblings left by a writer that was killed (its PID no longer runs)."""
+    for leftover in target.parent.glob(f".{target.name}.*.*"):
+        parts = leftover.name[len(target.name) + 2 :].split(".")
+        if len(parts) != 3 or parts[2] not in ("tmp", "old") or not parts[0].isdigit():
+            continue
+        if not _pid_alive(int(parts[0])):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: leave its folders alone
+    return True
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -22,8 +22,8 @@ from project import run
 from project.config import UserError, config_dir, exits_on_user_error, plain
 from project.data.from_run import build_datamodule, datamodule_for_checkpoint
 from project.deploy.checkpoint import build_net, load_net
-from project.deploy.parity import ParityData, parity_from_loader
-from project.deploy.pipeline import run_pipeline
+from project.deploy.parity import ParityData
+from project.deploy.post_fit import parity_from_test_split, post_fit
 from project.deploy.quantize.calibration import quantization_from_datamodule, synthetic_quantization
 from project.deploy.results import BenchmarkReport
 from project.deploy.settings import DeploySettings
@@ -47,9 +47,7 @@ def parity_data_from_config(cfg: DictConfig, input_spec: dict[str, Any], max_sam
                 f"data config gives {key}={spec.get(key)} but the checkpoint expects {input_spec[key]}: "
                 "pass the data set the model was trained on (data=NAME)"
             )
-    return parity_from_loader(
-        datamodule.test_dataloader(), datamodule.preprocess, max_samples, f"test split of {type(datamodule).__name__}"
-    )
+    return parity_from_test_split(datamodule, max_samples)
 
 
 def random_weights_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any], ParityData]:
@@ -96,6 +94,7 @@ def quantization_data(cfg: DictConfig, settings: DeploySettings, input_spec: dic
 
 
 def benchmark(cfg: DictConfig, output_dir: str) -> BenchmarkReport:
+    """Load the network and its data as the command line says, then run `post_fit` on them."""
     with open_dict(cfg):  # set by experiment files, unused here, and may not resolve without the rest
         for unused in ("trainer", "callbacks"):
             cfg.pop(unused, None)
@@ -111,16 +110,16 @@ def benchmark(cfg: DictConfig, output_dir: str) -> BenchmarkReport:
     loggers = run.instantiate_group(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    report = run_pipeline(
-        net,
-        net_config,
-        input_spec,
+    # the command is the step: its failure is raised (a non-zero exit), not logged and passed over
+    report = post_fit(
+        checkpoint,
         settings,
         output_dir,
-        data=data,
-        loggers=loggers,
-        checkpoint=checkpoint,
+        parity=data,
         quantization=quantization,
+        model=(net, net_config, input_spec),
+        loggers=loggers,
+        strict=True,
     )
     for logger in loggers:
         logger.finalize("success")

@@ -13,13 +13,13 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+from project.atomic import atomic_dir
 from project.config import UserError
 from project.data.tensor_data import TensorImageDataModule
 
@@ -99,16 +99,17 @@ def download(url: str, dest: Path, md5: str | None) -> None:
 def extract(archive: Path, dest_dir: Path) -> Path:
     """Unpack `archive` (refusing links and paths outside it: filter="data") and move its batch folder
     into `dest_dir` in one rename, so a half-extracted folder is never found."""
-    with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".extract-") as tmp:
-        content = Path(tmp) / "content"
+    target = dest_dir / FOLDER
+    with atomic_dir(target) as tmp:
+        content = tmp / ".archive"
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(content, filter="data")
         found = [p.parent for p in content.rglob(TEST_FILE)]
         if not found:
             raise UserError(f"{archive} holds no {TEST_FILE}: it is not the CIFAR-10 binary release")
-        target = dest_dir / FOLDER
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(found[0], target)
+        for item in found[0].iterdir():  # the batch folder's files become the folder's (renames, no copies)
+            os.replace(item, tmp / item.name)
+        shutil.rmtree(content)
     return target
 
 

@@ -21,9 +21,7 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from project.atomic import atomic_dir
 from project.config import UserError
 from project.data.decode_pool import decode_all
 from project.data.images import DEFAULT_MAX_PIXELS, RESIZE_POLICIES, as_size
@@ -201,10 +200,9 @@ def _build(
 ) -> dict[str, Any]:
     from project.data.card import select_kept, write_card
 
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    # built in a hidden sibling and swapped in by renames (`atomic_dir`): a crash never leaves a set
+    # that looks complete, and the previous set survives a failed rebuild
+    with atomic_dir(directory) as tmp:
         shape = (len(scan.entries), settings.channels, *settings.image_size)
         candidates = np.lib.format.open_memmap(tmp / "candidates.npy", mode="w+", dtype=np.uint8, shape=shape)
         started = time.perf_counter()
@@ -248,10 +246,6 @@ def _build(
         write_card(tmp, meta, summary, records, scan)
         meta["seconds"]["total"] = round(time.perf_counter() - started, 3)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")  # last: its presence means complete
-        _replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _log_summary(meta, summary, directory)
     return meta
 
@@ -265,15 +259,6 @@ def _write_manifest(tmp: Path, scan: Scan, records: list[dict[str, Any]], kept: 
         for i in kept:
             entry = scan.entries[i]
             writer.writerow([entry.relpath, records[i]["sha256"], records[i]["bytes"], entry.split, entry.label])
-
-
-def _replace(tmp: Path, directory: Path) -> None:
-    """Swap the new set in with renames; the old one is removed only once the new one is in place."""
-    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _log_summary(meta: dict[str, Any], summary: dict[str, Any], directory: Path) -> None:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from project.atomic import atomic_dir
 from project.config import UserError
 from project.deploy.backends import Backend, Engine, backend_from_spec, baseline_backend, library_versions
 from project.deploy.checkpoint import build_net
@@ -67,10 +67,22 @@ def write_bundle(
     the last resort, so the bundle loads on any machine. Written to a temporary folder first, then
     moved into place, so a failure never leaves half a bundle."""
     directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # swapped in by renames (`atomic_dir`): a kill at any point leaves the old bundle, the new one, or no
+    # `directory` at all (refused with "bundle not found"), never a mix; the manifest is written last
+    with atomic_dir(directory) as tmp:
+        _write_files(tmp, net, net_config, input_spec, engines, benchmark)
+    return directory
 
+
+def _write_files(
+    tmp: Path,
+    net: nn.Module,
+    net_config: dict[str, Any],
+    input_spec: dict[str, Any],
+    engines: list[tuple[Backend, Engine]],
+    benchmark: dict[str, Any] | None,
+) -> None:
+    """Every file of the bundle into `tmp`, the manifest of all the others last."""
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     save_file(state, tmp / "weights.safetensors")
     _write_json(tmp / "model.json", {"net": net_config})
@@ -98,16 +110,6 @@ def write_bundle(
     )
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     _write_json(tmp / MANIFEST, {"files": {p.relative_to(tmp).as_posix(): sha256(p) for p in files}})
-
-    # swap by renames: a kill at any point leaves the old bundle, the new one, or no `directory` at all
-    # (refused with "bundle not found"), never a mix; the manifest above is written last, inside tmp
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
-    return directory
 
 
 def verify_manifest(directory: Path) -> dict[str, str]:

@@ -28,7 +28,7 @@ class DeploySettings:
     device: str = "auto"  # where device-bound backends build: auto | cpu | cuda
     roundtrip: bool = True  # save and load each engine before it is checked and timed
     bare: bool = False  # also time each library's own session on the saved files (needs roundtrip)
-    isolate: bool = True  # the training callback runs the step in a fresh process (see deploy/isolated.py)
+    isolate: bool = True  # the training callback runs the step in a fresh process (see deploy/post_fit.py)
     timing: TimingSettings = field(default_factory=TimingSettings)
     parity_max_samples: int | None = None
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: tolerances_from_config(None))

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from project.atomic import atomic_dir
 from project.config import UserError
 from project.deploy.bundle import Bundle
 from project.triton import pbtxt
@@ -165,15 +167,16 @@ def write_repository(bundle: Bundle, out: str | Path, s: TritonSettings) -> dict
         raise UserError(f"triton.max_batch_size must be at least 1, got {max_batch}")
     preferred = [b for b in batches if 1 < b <= max_batch]
 
-    staging = out / f".{name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / name / "1").mkdir(parents=True)
-    try:
-        placed = place_engine(bundle, record, staging / name / "1", max_batch)
+    # each model folder is built beside its final place and swapped in by renames (`atomic_dir`) only
+    # once all of them are complete: a failure leaves the models already there as they were
+    with ExitStack() as stack:
+        staged = {role: stack.enter_context(atomic_dir(out / model)) for role, model in names.items()}
+        (staged["engine"] / "1").mkdir()
+        placed = place_engine(bundle, record, staged["engine"] / "1", max_batch)
         _check_engine(placed, bundle.preprocessing)
         labels = "".join(f"{label}\n" for label in bundle.class_names)
-        (staging / name / "config.pbtxt").write_text(engine_config(name, placed, max_batch, preferred, s))
-        (staging / name / "labels.txt").write_text(labels)
+        (staged["engine"] / "config.pbtxt").write_text(engine_config(name, placed, max_batch, preferred, s))
+        (staged["engine"] / "labels.txt").write_text(labels)
         provenance = {
             "bundle": str(bundle.directory.resolve()),
             "bundle_engine": record["name"],
@@ -183,17 +186,13 @@ def write_repository(bundle: Bundle, out: str | Path, s: TritonSettings) -> dict
             "built_for": placed.built_for or None,
             "settings": asdict(s),
         }
-        (staging / name / "export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        (staged["engine"] / "export.json").write_text(json.dumps(provenance, indent=2) + "\n")
         if s.ensemble:
             pre, ens = names["preprocess"], names["ensemble"]
-            _write_preprocess(staging / pre, bundle)
-            (staging / pre / "config.pbtxt").write_text(preprocess_config(pre, placed.io.inputs[0], max_batch, s))
-            (staging / ens / "1").mkdir(parents=True)
-            (staging / ens / "config.pbtxt").write_text(ensemble_config(ens, name, pre, placed, max_batch))
-            (staging / ens / "labels.txt").write_text(labels)
-        for model in names.values():
-            shutil.rmtree(out / model, ignore_errors=True)
-            (staging / model).rename(out / model)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            _write_preprocess(staged["preprocess"], bundle)
+            pre_config = preprocess_config(pre, placed.io.inputs[0], max_batch, s)
+            (staged["preprocess"] / "config.pbtxt").write_text(pre_config)
+            (staged["ensemble"] / "1").mkdir()
+            (staged["ensemble"] / "config.pbtxt").write_text(ensemble_config(ens, name, pre, placed, max_batch))
+            (staged["ensemble"] / "labels.txt").write_text(labels)
     return {"repository": str(out), "models": names, "max_batch_size": max_batch, "preferred": preferred, **provenance}

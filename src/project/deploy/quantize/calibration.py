@@ -179,19 +179,3 @@ def synthetic_quantization(shape: tuple[int, int, int], classes: int, settings: 
     if settings.max_drop is not None:
         validation = synthetic_calibration(shape, classes, settings.validation_size, settings.seed, "val")
     return QuantizationData(calibration, validation, settings)
-
-
-def quantization_tensors(data: QuantizationData) -> dict[str, Any]:
-    """Plain tensors and strings (loadable with `weights_only=True`) to hand calibration data to another process."""
-    sets = {"calibration": data.calibration, "validation": data.validation}
-    return {
-        name: {"images": c.images, "labels": c.labels, "indices": c.indices, "split": c.split, "source": c.source}
-        for name, c in sets.items()
-        if c is not None
-    }
-
-
-def quantization_from_tensors(saved: Mapping[str, Any], settings: Int8Settings) -> QuantizationData:
-    """Inverse of `quantization_tensors`."""
-    sets = {name: CalibrationSet(**values) for name, values in saved.items()}
-    return QuantizationData(sets["calibration"], sets.get("validation"), settings)
