@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from project import run
 from project.config import UserError, config_dir, exits_on_user_error
 from project.data.from_run import datamodule_for_checkpoint
-from project.deploy.checkpoint import load_checkpoint_file
+from project.deploy.checkpoint import checkpoint_net_config, load_checkpoint_file
 from project.distributed.ranks import is_rank_zero
 from project.distributed.strategy import finish_job
 from project.models.classifier import ClassifierModule
@@ -19,6 +19,7 @@ from project.tracking.wandb_setup import finish_on_exit
 
 def evaluate(cfg: DictConfig) -> dict:
     checkpoint = load_checkpoint_file(cfg.get("ckpt_path"))  # fails with one clear line before anything heavy
+    checkpoint_net_config(checkpoint, cfg.ckpt_path)  # a tampered network config too, before anything is built
     if cfg.get("seed") is not None:
         import lightning as L
 

@@ -11,6 +11,7 @@ values as keyword arguments. Every node is checked before anything is imported o
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -47,18 +48,26 @@ def check_plain(value: Any, where: str) -> None:
     raise UserError(f"refusing to load {where}: a {type(value).__name__} is not plain data")
 
 
-def resolve_class(target: Any, allowed_prefixes: tuple[str, ...], base: type[T], where: str) -> type[T]:
-    """The class `target` names, if it lies in an allowed package and is a subclass of `base`."""
+def resolve_target(target: Any, allowed_prefixes: tuple[str, ...], where: str) -> Any:
+    """The object `target` names, if both the name and the module that defines the object lie in an
+    allowed package (so `project.models.x.copy` cannot reach a `shutil.copy` imported there)."""
+    allowed = ", ".join(allowed_prefixes)
+    refused = f"refusing to build {where}._target_={target!r}: only names under {allowed} are allowed"
     if not isinstance(target, str) or not target.startswith(allowed_prefixes) or "." not in target:
-        raise UserError(
-            f"refusing to build {where}._target_={target!r}: only classes under {', '.join(allowed_prefixes)} "
-            "are allowed"
-        )
+        raise UserError(refused)
     module_name, _, attribute = target.rpartition(".")
     try:
         found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError):
-        raise UserError(f"refusing to build {where}._target_={target!r}: no such class in this project") from None
+        raise UserError(f"refusing to build {where}._target_={target!r}: no such name in this project") from None
+    if not str(getattr(found, "__module__", "")).startswith(allowed_prefixes):
+        raise UserError(refused)
+    return found
+
+
+def resolve_class(target: Any, allowed_prefixes: tuple[str, ...], base: type[T], where: str) -> type[T]:
+    """The class `target` names, if it lies in an allowed package and is a subclass of `base`."""
+    found = resolve_target(target, allowed_prefixes, where)
     if not isinstance(found, type) or not issubclass(found, base):
         raise UserError(f"refusing to build {where}._target_={target!r}: not a {base.__name__} class")
     return found
@@ -79,9 +88,29 @@ def checked_kwargs(config: Mapping[str, Any], where: str) -> dict[str, Any]:
     return kwargs
 
 
+def check_target(
+    config: Mapping[str, Any], allowed_prefixes: tuple[str, ...], base: type[T], where: str
+) -> tuple[type[T], dict[str, Any]]:
+    """The class and keyword arguments `build_plain` would call, every node checked, nothing called: a
+    loader refuses a bad file up front with this, before it builds anything."""
+    kwargs = checked_kwargs(config, where)
+    return resolve_class(config.get("_target_"), allowed_prefixes, base, where), kwargs
+
+
 def build_plain(config: Mapping[str, Any], allowed_prefixes: tuple[str, ...], base: type[T], where: str) -> T:
     """`cls(**kwargs)` for a `_target_` mapping read from a file: every node is checked first (see the
     module docstring); `where` names the file or key in the error message."""
-    kwargs = checked_kwargs(config, where)
-    cls = resolve_class(config.get("_target_"), allowed_prefixes, base, where)
+    cls, kwargs = check_target(config, allowed_prefixes, base, where)
     return cls(**kwargs)
+
+
+def build_partial(config: Mapping[str, Any], allowed_prefixes: tuple[str, ...], where: str) -> functools.partial:
+    """`functools.partial(fn, **kwargs)` for a `_partial_: true` mapping (an optimizer, a schedule): the
+    same checks as `build_plain`, and `fn` must be a callable defined in an allowed package."""
+    if not isinstance(config, Mapping) or config.get("_partial_") is not True:
+        raise UserError(f"{where} must be a `_target_` mapping with `_partial_: true`")
+    kwargs = checked_kwargs({k: v for k, v in config.items() if k != "_partial_"}, where)
+    found = resolve_target(config.get("_target_"), allowed_prefixes, where)
+    if not callable(found):
+        raise UserError(f"refusing to build {where}._target_={config.get('_target_')!r}: not callable")
+    return functools.partial(found, **kwargs)

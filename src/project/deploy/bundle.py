@@ -30,8 +30,8 @@ from torch import nn
 from project.atomic import atomic_dir
 from project.config import UserError
 from project.deploy.backends import Backend, Engine, backend_from_spec, baseline_backend, library_versions
-from project.deploy.checkpoint import build_net
 from project.deploy.results import BenchmarkReport
+from project.models.from_config import build_net, check_net_config
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +152,17 @@ class Bundle:
         def read(name: str) -> Any:
             return json.loads((directory / name).read_text())
 
+        model = read("model.json")
+        net_config = model.get("net") if isinstance(model, dict) else None
+        if not isinstance(net_config, dict):
+            raise BundleError(f"{directory / 'model.json'} has no network config (net); rebuild the bundle")
+        # the manifest proves only that files agree with each other: whoever edits model.json can rewrite
+        # it too, so the network config is checked node by node before anything is built from it
+        check_net_config(net_config, f"{directory / 'model.json'} net")
         return cls(
             directory=directory,
             info=read("bundle.json"),
-            net_config=read("model.json")["net"],
+            net_config=net_config,
             preprocessing=read("preprocessing.json"),
             class_names=read("classes.json"),
             benchmark=BenchmarkReport.from_json(read("benchmark.json"))
@@ -173,7 +180,7 @@ class Bundle:
     def net(self) -> nn.Module:
         """The eager fp32 network with the bundle's weights (built once)."""
         if self._net is None:
-            net = build_net(self.net_config)
+            net = build_net(self.net_config, f"{self.directory / 'model.json'} net")
             net.load_state_dict(load_file(self.directory / "weights.safetensors"))
             self._net = net.float().eval()
         return self._net

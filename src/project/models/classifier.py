@@ -2,7 +2,8 @@
 
 Configs pass `net`, `optimizer` and `scheduler` as plain `_target_` mappings (`_recursive_: false`), so the
 checkpoint's hyper-parameters are plain containers: `load_from_checkpoint(path, weights_only=True)`
-rebuilds the network with no pickled objects and no Hydra config at hand.
+rebuilds the network with no pickled objects and no Hydra config at hand. Those mappings are built by
+`project.models.from_config`, every node checked, never by Hydra's recursive `instantiate`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -23,17 +23,19 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from project.config import UserError, plain
 from project.models.class_report import balanced_class_weights, class_report
 from project.models.finetune import apply_lr_scales, backbone_of, param_groups, set_backbone_frozen
+from project.models.from_config import build_net, build_optim
 
 log = logging.getLogger(__name__)
 # per-class scalars go to the loggers up to this many classes (metrics.json always has them all)
 MAX_LOGGED_CLASSES = 100
 
 
-def build(spec: Mapping | Callable | None) -> Any:
-    """A `_target_` mapping → the object (or partial) it describes; a callable passes through."""
+def build_factory(spec: Mapping | Callable | None, where: str) -> Any:
+    """An optimizer/schedule `_partial_` mapping → its checked partial (a checkpoint's hyper-parameters
+    must not pick what runs, see `from_config`); a callable passed in code, or None, passes through."""
     if spec is None or callable(spec):
         return spec
-    return instantiate(spec)
+    return build_optim(spec, where)
 
 
 class ClassifierModule(L.LightningModule):
@@ -64,7 +66,7 @@ class ClassifierModule(L.LightningModule):
         class_weights = plain(class_weights)
         if isinstance(class_weights, str) and class_weights != "balanced":
             raise UserError(f"model.class_weights={class_weights!r}: use null, balanced or a list of weights")
-        self.net: nn.Module = net if isinstance(net, nn.Module) else build(net)
+        self.net: nn.Module = net if isinstance(net, nn.Module) else build_net(net)
         if isinstance(net, Mapping) and hasattr(self.net, "rebuild_config"):
             net = self.net.rebuild_config()  # e.g. a pretrained download → an architecture that rebuilds offline
         if freeze_epochs and backbone_of(self.net) is None:
@@ -188,7 +190,7 @@ class ClassifierModule(L.LightningModule):
                 self.log(f"test/acc_class/{name}", row["accuracy"])
 
     def configure_optimizers(self) -> Any:
-        make_optimizer = build(self._optimizer_spec)
+        make_optimizer = build_factory(self._optimizer_spec, "model.optimizer")
         if make_optimizer is None:
             raise ValueError("model.optimizer is not set: give a `_partial_: true` optimizer config")
         if backbone_of(self.net) is not None:  # a pretrained backbone learns at backbone_lr_scale × lr
@@ -196,7 +198,7 @@ class ClassifierModule(L.LightningModule):
             apply_lr_scales(optimizer)
         else:
             optimizer = make_optimizer(params=self.parameters())
-        make_scheduler = build(self._scheduler_spec)
+        make_scheduler = build_factory(self._scheduler_spec, "model.scheduler")
         if make_scheduler is None:
             return optimizer
         kwargs = {}
