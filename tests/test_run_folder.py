@@ -113,6 +113,21 @@ def test_a_checkpoint_without_the_record_uses_its_saved_run_config(tmp_path: Pat
     assert "records no data config" in caplog.text
 
 
+def test_a_tampered_saved_run_config_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """The fallback for old checkpoints reads `.hydra/config.yaml`: its nodes are checked like a record's."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    payload = {"_target_": "builtins.open", "_args_": [str(victim), "w"]}
+    saved = {"data": {"_target_": "project.data.digits.DigitsDataModule", "val_size": payload}}
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    cfg = OmegaConf.create({"data": None, "ckpt_path": str(run / "checkpoints" / "old.ckpt")})
+    with pytest.raises(UserError, match="refusing"):
+        datamodule_for_checkpoint(cfg, {"state_dict": {}})
+    assert victim.read_text() == "keep me"
+
+
 def test_the_users_data_override_wins_over_the_record(tmp_path: Path) -> None:
     recorded = data_record(DigitsDataModule(val_size=100), tmp_path)
     cfg = OmegaConf.create(

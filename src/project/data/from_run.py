@@ -62,18 +62,6 @@ def saved_data_config(checkpoint: str | Path) -> DictConfig | None:
         raise UserError(f"the data config saved in {path} cannot be resolved ({message}); pass data=NAME") from None
 
 
-def use_run_data_config(cfg: DictConfig) -> None:
-    """`cfg.data` is null and a checkpoint is given: take the checkpoint run's data config."""
-    if cfg.get("data") is not None or not cfg.get("ckpt_path"):
-        return
-    data = saved_data_config(cfg.ckpt_path)
-    if data is None:
-        return
-    OmegaConf.set_struct(cfg, False)
-    cfg.data = data
-    log.info("using the data config of the checkpoint's run (%s)", data.get("_target_"))
-
-
 def build_datamodule(data_cfg: DictConfig) -> Any:
     """`instantiate(cfg.data)`, with a mistake in the config (a missing value, a rejected setting)
     reported as one line instead of Hydra's wrapped traceback."""
@@ -156,12 +144,17 @@ def recorded_datamodule(checkpoint_path: str | Path, checkpoint: Mapping[str, An
             if not isinstance(key, str) or not isinstance(config.get(key), str):
                 raise UserError(f"refusing to load {where}: {key!r} is not a recorded path; pass data=NAME")
             config[key] = str(folder / config[key])
-    try:
-        datamodule = build_plain(config, (RECORDED_PACKAGE,), L.LightningDataModule, where)
-    except TypeError as exc:  # an argument this version no longer takes
-        raise UserError(f"{where} cannot be rebuilt ({exc}); pass data=NAME") from None
+    datamodule = build_saved_datamodule(config, where)
     log.info("data: %s, as recorded in the checkpoint", config.get("_target_"))
     return datamodule
+
+
+def build_saved_datamodule(config: Mapping[str, Any], where: str) -> Any:
+    """A data module from a config read from a file: every node checked, nothing instantiated recursively."""
+    try:
+        return build_plain(config, (RECORDED_PACKAGE,), L.LightningDataModule, where)
+    except TypeError as exc:  # an argument this version no longer takes
+        raise UserError(f"{where} cannot be rebuilt ({exc}); pass data=NAME") from None
 
 
 def datamodule_for_checkpoint(cfg: DictConfig, checkpoint: Mapping[str, Any] | None = None) -> Any | None:
@@ -177,5 +170,8 @@ def datamodule_for_checkpoint(cfg: DictConfig, checkpoint: Mapping[str, Any] | N
     if datamodule is not None:
         return datamodule
     log.info("%s records no data config (written by an older version): using its run's saved config", cfg.ckpt_path)
-    use_run_data_config(cfg)
-    return build_datamodule(cfg.data) if cfg.get("data") is not None else None
+    found = saved_run_config(cfg.ckpt_path)
+    data = saved_data_config(cfg.ckpt_path)
+    if found is None or data is None:
+        return None
+    return build_saved_datamodule(plain(data), f"{found[0]} (data)")
