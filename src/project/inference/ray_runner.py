@@ -173,6 +173,8 @@ def predict_on_ray(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
     except ImportError:
         raise UserError("runner=ray needs Ray: pip install '.[scale]'") from None
     bundle = Bundle.open(find_bundle(cfg.bundle))  # a bad bundle is one line here, not an error in every actor
+    if cfg.get("backend"):
+        bundle.check_engine_name(str(cfg.backend))  # each actor loads exactly this engine, or fails
     if cfg.get("batch_size") is not None:
         bundle.check_batch_size(int(cfg.batch_size), cfg.get("backend"), "batch_size")
     output = prepare_output(cfg.get("output"), fmt, bool(settings.get("overwrite", False)))
