@@ -197,12 +197,13 @@ class Bundle:
 
     def check_batch_size(self, batch_size: int, engine: str | None, setting: str) -> None:
         """Refuse, in one line, a batch size above what `engine` was verified (or built) for."""
-        limit, name = self.batch_limit(engine), engine or self.info.get("chosen")
+        limit, name, sizes = self.batch_limit(engine), engine or self.info.get("chosen"), self.verified_batch_sizes
         if limit is not None and batch_size > limit:
+            why = f"parity checked at batch sizes {sizes}" if sizes and sizes[-1] == limit else "built for no more"
             raise BundleError(
-                f"{setting}={batch_size} is above the largest batch this bundle's {name} engine "
-                f"was verified for ({limit}; parity checked at batch sizes {self.verified_batch_sizes}): pass "
-                f"{setting}={limit} or less, or rebuild the bundle with deploy.batch_sizes up to {batch_size}"
+                f"{setting}={batch_size} is above the largest batch this bundle's {name} engine may run "
+                f"({limit}: {why}): pass {setting}={limit} or less, or rebuild the bundle with "
+                f"deploy.batch_sizes up to {batch_size}"
             )
 
     def net(self) -> nn.Module:
