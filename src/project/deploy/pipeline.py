@@ -157,7 +157,7 @@ def new_report(
         },
         machine=machine_info(run.threads, run.device, library_versions()),
         settings=run.settings.as_report(run.threads, str(run.device)),
-        parity_data={"source": run.data.source, "samples": run.data.count, "batch_sizes": run.settings.batch_sizes},
+        parity_data={"source": run.data.source, "samples": run.data.count},
         baseline=baseline,
     )
 
