@@ -19,6 +19,9 @@ from project.data.digits import DigitsDataModule
 from project.deploy.backends import BACKENDS
 from project.deploy.backends.eager import EagerBackend
 from project.deploy.bundle import write_bundle
+from project.deploy.parity import ParityData
+from project.deploy.pipeline import run_pipeline
+from project.deploy.settings import DeploySettings
 from project.models.nets import DigitsCNN
 
 NET_CONFIG = {"_target_": "project.models.nets.DigitsCNN", "in_channels": 1, "num_classes": 10, "width": 16}
@@ -64,6 +67,25 @@ def engines_for(net: nn.Module) -> list:
 
 def build_bundle(directory: Path, net: nn.Module, data: DigitsDataModule, engines: list | None = None) -> Path:
     return write_bundle(directory, net, NET_CONFIG, data.input_spec(), engines=engines or engines_for(net))
+
+
+def build_pipeline_bundle(out: Path, net: nn.Module, data: DigitsDataModule, batch_sizes: tuple = (1, 8)) -> Path:
+    """`out/deploy` written by the real post-fit pipeline with ONNX Runtime chosen (`deploy.backend`)."""
+    images, labels = data.splits["test"]
+    parity = ParityData([data.preprocess(images)], labels, "digits test split")
+    settings = DeploySettings.from_config(
+        {
+            "backends": ["eager", "onnxruntime"],
+            "backend": "onnxruntime",
+            "batch_sizes": list(batch_sizes),
+            "timing": {"warmup_iters": 1, "min_iters": 2, "min_duration_s": 0.01},
+            "threads": 1,
+            "plot": False,
+            "strict": True,
+        }
+    )
+    run_pipeline(net, NET_CONFIG, data.input_spec(), settings, out, data=parity)
+    return out / "deploy"
 
 
 def digit_samples(data: DigitsDataModule, n: int = 40) -> tuple[np.ndarray, np.ndarray]:

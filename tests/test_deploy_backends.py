@@ -156,6 +156,8 @@ def test_tensorrt_roundtrip_and_parity(name: str, small, tmp_path: Path) -> None
     for engine in (built, loaded):
         assert check_parity(engine, data, reference, backend.precision)[0].passed
     assert loaded(data.batches[0][:3]).shape == (3, 10)  # partial batch inside [min, max]
+    # the profile's fixed maximum is recorded, so a bundle (and the server) holds batches to it
+    assert backend.spec["options"]["max_batch_size"] == 128 == backend_from_spec(backend.spec).max_batch_size
 
 
 def test_tensorrt_reports_why_it_cannot_run_here() -> None:

@@ -60,6 +60,17 @@ class WrongBackend(CopyBackend):
         return lambda x: logits[: len(x)]
 
 
+class WrongAtBatchOneBackend(CopyBackend):
+    """Right at every batch but 1, where it answers the next class: checked at the largest batch alone
+    (as parity once was), it passes."""
+
+    kind = "test_wrong_at_1"
+
+    def _build(self, net: nn.Module, example: torch.Tensor, max_batch_size: int, threads: int | None) -> Engine:
+        engine = super()._build(net, example, max_batch_size, threads)
+        return lambda x: engine(x).roll(1, dims=1) if len(x) == 1 else engine(x)
+
+
 class RaisingBackend(CopyBackend):
     kind = "test_raising"
 
@@ -95,7 +106,8 @@ def pipeline_run(net_and_data, tmp_path_factory: pytest.TempPathFactory) -> tupl
         {"backends": ["eager"], "backend": "eager", "batch_sizes": [1, 8], "timing": FAST_TIMING, "threads": 2}
     )
     with pytest.MonkeyPatch.context() as patch:
-        for cls in (CopyBackend, WrongBackend):  # so the bundle can rebuild them from their spec
+        # registered so the bundle can rebuild them from their spec
+        for cls in (CopyBackend, WrongBackend, WrongAtBatchOneBackend):
             patch.setitem(BACKENDS, cls.kind, cls)
         report = run_pipeline(
             net,
@@ -108,6 +120,7 @@ def pipeline_run(net_and_data, tmp_path_factory: pytest.TempPathFactory) -> tupl
             extra_backends=[
                 CopyBackend(name="copy"),
                 WrongBackend(name="wrong"),
+                WrongAtBatchOneBackend(name="wrong_at_1"),
                 RaisingBackend(name="raising"),
                 AbsentBackend(name="absent"),
             ],
@@ -132,6 +145,23 @@ def test_an_engine_that_fails_parity_is_timed_but_never_ranked(pipeline_run) -> 
     assert wrong.status == "parity_failed" and wrong.parity.top1_agreement < 0.5
     assert set(wrong.points) == {1, 8} and "wrong" not in report.ranking
     assert report.chosen == "eager" and set(report.ranking) == {"eager", "copy"}
+
+
+def test_parity_is_checked_at_every_timed_batch_size(pipeline_run) -> None:
+    report, out = pipeline_run
+    for name in ("eager", "copy"):
+        by_size = report.engines[name].parity.by_batch_size
+        assert sorted(by_size) == [1, 8], name
+        assert all(r.passed and r.top1_agreement == 1.0 and r.max_abs_diff < 1e-4 for r in by_size.values()), name
+    odd = report.engines["wrong_at_1"]
+    assert odd.parity.top1_agreement == 1.0  # the full check at the largest batch alone passes it ...
+    assert not odd.parity.by_batch_size[1].passed and odd.parity.by_batch_size[1].top1_agreement < 0.5
+    assert odd.parity.by_batch_size[8].passed  # ... batch 1 does not, and so neither does the engine
+    assert odd.status == "parity_failed" and "at batch 1: top-1 agreement" in odd.reason
+    assert "wrong_at_1" not in report.ranking
+    saved = BenchmarkReport.read(out / "benchmark.json").engines["wrong_at_1"].parity
+    assert saved.by_batch_size[1].max_abs_diff == odd.parity.by_batch_size[1].max_abs_diff
+    assert Bundle.open(out / "deploy").info["verified_batch_sizes"] == [1, 8]
 
 
 def test_benchmark_json_is_the_returned_report(pipeline_run) -> None:

@@ -185,3 +185,32 @@ def test_training_and_predict_list_alike(compose_cfg, digits_bundle: Path, digit
     # a CSV: the same header rule (any case, spaces around names) for training and predict
     (tmp_path / "labels.csv").write_text(" Path , Label \n" + "".join(f"{p},x\n" for p in training))
     assert [e.path for e in scan_csv(tmp_path / "labels.csv").entries] == list_inputs(str(tmp_path / "labels.csv"))
+
+
+def test_the_summary_reports_the_engine_asked_for(pipeline_bundle: Path, digits_model, tmp_path: Path) -> None:
+    images, labels = digit_samples(digits_model[1], 6)
+    save_pngs(tmp_path / "imgs", images, labels)
+    for backend in ("eager", "onnxruntime"):  # eager: the bundle's weights, though onnxruntime was chosen
+        out = tmp_path / backend / "preds.jsonl"
+        run_cli(
+            "predict", f"bundle={pipeline_bundle}", f"inputs={tmp_path}/imgs", f"backend={backend}", f"output={out}",
+            log_dir=tmp_path / "logs",
+        )  # fmt: skip
+        summary = json.loads((out.parent / "summary.json").read_text())
+        assert summary["backend"] == backend and summary["count"] == 6 and summary["failed"] == 0
+    proc = run_cli(
+        "predict", f"bundle={pipeline_bundle}", f"inputs={tmp_path}/imgs", "backend=openvino",
+        log_dir=tmp_path / "logs", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: bundle has no engine 'openvino'; it has onnxruntime, eager"
+
+
+def test_a_batch_size_above_the_verified_range_is_refused(pipeline_bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"")
+    proc = run_cli(
+        "predict", f"bundle={pipeline_bundle}", f"inputs={tmp_path}/a.png", "batch_size=9", log_dir=tmp_path,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: batch_size=9 is above the largest batch")

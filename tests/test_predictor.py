@@ -336,3 +336,100 @@ def test_threads_reach_the_engine(digits_model, tmp_path: Path, monkeypatch: pyt
     Predictor.load(bundle, threads=1)
     Predictor.load(bundle)
     assert seen == [1, None]  # None: the library's default, never a value baked into the bundle
+
+
+# --- the engine asked for is the engine loaded; batches within the verified range ---------------------
+
+
+def test_asking_for_an_engine_loads_exactly_that_one(pipeline_bundle: Path, digits_model) -> None:
+    bundle_info = Predictor.load(pipeline_bundle).bundle.info
+    assert bundle_info["chosen"] == "onnxruntime" and [r["name"] for r in bundle_info["engines"]] == ["onnxruntime"]
+    baseline = Predictor.load(pipeline_bundle, backend="eager")  # the weights file, not the chosen engine
+    assert baseline.backend == "eager" and isinstance(baseline.engine, EagerEngine)
+    chosen = Predictor.load(pipeline_bundle, backend="onnxruntime")
+    assert chosen.backend == "onnxruntime" and not isinstance(chosen.engine, EagerEngine)
+    images, _ = digit_samples(digits_model[1], 8)
+    assert [p.index for p in baseline.predict(list(images))] == [p.index for p in chosen.predict(list(images))]
+
+
+def test_a_name_the_bundle_lacks_is_refused_naming_the_engines_it_has(pipeline_bundle: Path) -> None:
+    with pytest.raises(BundleError, match=r"^bundle has no engine 'openvino'; it has onnxruntime, eager$"):
+        Predictor.load(pipeline_bundle, backend="openvino")
+
+
+def test_a_named_engine_that_cannot_load_is_refused_not_replaced(
+    digits_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(BACKENDS, BrokenBackend.kind, BrokenBackend)
+    bundle = _bundle_with([BrokenBackend()], digits_model, tmp_path)
+    with pytest.raises(BundleError, match=r"engine 'broken_test' cannot load here .*engine\.plan"):
+        Predictor.load(bundle, backend="broken_test")
+    assert Predictor.load(bundle).backend == "eager"  # unnamed: the fallback order, as before
+
+
+def test_batch_size_is_held_to_the_verified_range(pipeline_bundle: Path) -> None:
+    from project.deploy.bundle import Bundle
+
+    bundle = Bundle.open(pipeline_bundle)
+    assert bundle.info["verified_batch_sizes"] == [1, 8] and bundle.batch_limit() == 8
+    assert Predictor.load(pipeline_bundle).batch_size == 8  # the default, lowered to the limit
+    assert Predictor.load(pipeline_bundle, backend="eager", batch_size=8).batch_size == 8
+    refused = r"^batch_size=9 is above the largest batch .*\(8: parity checked at batch sizes \[1, 8\]\)"
+    with pytest.raises(BundleError, match=refused):
+        Predictor.load(pipeline_bundle, batch_size=9)
+
+
+def _rewrite_bundle_json(bundle: Path, change) -> None:
+    """Edit bundle.json and re-sign the manifest: a bundle as an older release wrote it."""
+    import json
+
+    from project.deploy.bundle import MANIFEST, sha256
+
+    info = json.loads((bundle / "bundle.json").read_text())
+    change(info)
+    (bundle / "bundle.json").write_text(json.dumps(info))
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["files"]["bundle.json"] = sha256(bundle / "bundle.json")
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_bundle_without_a_recorded_range_is_held_to_its_largest_timed_batch(
+    pipeline_bundle: Path, digits_bundle: Path, tmp_path: Path
+) -> None:
+    old = _copy(pipeline_bundle, tmp_path / "old")
+    _rewrite_bundle_json(old, lambda info: info.pop("verified_batch_sizes"))
+    with pytest.raises(BundleError, match=r"batch_size=9 is above"):
+        Predictor.load(old, batch_size=9)  # its benchmark.json: parity ran at, engines built for, batch 8
+    assert Predictor.load(digits_bundle).batch_size == 64  # written by hand, no benchmark: nothing to hold to
+
+
+class FixedBatchBackend(EagerBackend):
+    """Like a TensorRT engine: built for a fixed maximum batch, which it records and enforces."""
+
+    kind = "fixed_test"
+
+    def __init__(self, name=None, precision="fp32", channels_last=False, max_batch_size=None) -> None:
+        super().__init__(name=name, precision=precision, channels_last=channels_last)
+        self.options["max_batch_size"] = max_batch_size
+
+    def _load(self, directory: Path, net, threads):
+        engine, top = EagerEngine(net), self.max_batch_size
+
+        def call(x):
+            assert len(x) <= top, f"batch {len(x)} above the engine's profile maximum {top}"
+            return engine(x)
+
+        return call
+
+
+def test_an_engine_built_for_a_fixed_maximum_batch_is_held_to_it(
+    digits_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(BACKENDS, FixedBatchBackend.kind, FixedBatchBackend)
+    bundle = _bundle_with([FixedBatchBackend(name="fixed_test", max_batch_size=4)], digits_model, tmp_path)
+    predictor = Predictor.load(bundle)
+    assert predictor.backend == "fixed_test" and predictor.batch_size == 4
+    assert len(predictor.predict([np.zeros((8, 8), dtype=np.uint8)] * 10)) == 10  # run 4 at a time
+    with pytest.raises(BundleError, match=r"batch_size=5 is above .*fixed_test engine may run \(4: built for no"):
+        Predictor.load(bundle, batch_size=5)
+    assert Predictor.load(bundle, backend="eager", batch_size=8).batch_size == 8  # the weights have no such limit

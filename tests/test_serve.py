@@ -149,3 +149,28 @@ def test_responses_are_plain_json(server: str, digits) -> None:
     response = post_image(server, png_bytes(digits[0][2]))
     assert response.headers["content-type"].startswith("application/json")
     assert json.loads(response.text)["topk"][0]["index"] == response.json()["index"]
+
+
+def test_info_names_the_engine_asked_for_and_the_verified_batch_range(
+    pipeline_bundle: Path, digits, tmp_path: Path
+) -> None:
+    expected = Predictor.load(pipeline_bundle, backend="eager")
+    assert Predictor.load(pipeline_bundle).backend == "onnxruntime"  # the chosen engine is another one
+    with serving(pipeline_bundle, tmp_path, "backend=eager") as running:
+        info = httpx.get(f"{running.url}/info", timeout=5).json()["model"]
+        assert info["engine"] == "eager"
+        assert info["max_batch_size"] == 8 and info["verified_batch_sizes"] == [1, 8]  # 16 lowered to the range
+        name = info["model_name"]
+        assert httpx.get(f"{running.url}/v2/models/{name}", timeout=5).json()["platform"] == "project_eager"
+        image = digits[0][0]
+        got = post_image(running.url, png_bytes(image), topk=3).json()
+        assert got == expected.predict(image, topk=3)[0].to_dict()
+
+
+def test_an_engine_or_batch_the_bundle_cannot_give_is_refused_before_starting(
+    compose_cfg, pipeline_bundle: Path
+) -> None:
+    with pytest.raises(UserError, match=r"^bundle has no engine 'openvino'; it has onnxruntime, eager$"):
+        build_server(compose_cfg("serve", [f"bundle={pipeline_bundle}", "backend=openvino"]))
+    with pytest.raises(UserError, match=r"^max_batch_size=9 is above the largest batch .*\(8: parity checked"):
+        build_server(compose_cfg("serve", [f"bundle={pipeline_bundle}", "max_batch_size=9"]))

@@ -134,6 +134,7 @@ def test_engine_in_the_repository_gives_the_predictors_logits(bundle: Path, digi
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["digits_cnn"]
     paths = save_pngs(tmp_path / "png", *digit_samples(digits_model[1], 20))
     predictor = Predictor.load(bundle, backend="eager")
+    assert predictor.backend == "eager"
     batch = predictor.preprocess(paths)
     session = ort.InferenceSession(str(tmp_path / "repo" / "digits_cnn" / "1" / "model.onnx"))
     logits = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
@@ -184,7 +185,9 @@ def test_ensemble_preprocessing_outside_triton_equals_the_predictor(bundle: Path
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "refused: image 0: not a recognised image" in proc.stdout
-    expected = Predictor.load(bundle, backend="eager").preprocess(paths)
+    predictor = Predictor.load(bundle, backend="eager")
+    assert predictor.backend == "eager"
+    expected = predictor.preprocess(paths)
     assert torch.equal(torch.from_numpy(np.load(out)), expected)
 
 

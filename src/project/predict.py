@@ -71,8 +71,12 @@ def predict_locally(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
     from project.inference.batch_records import predict_records
     from project.inference.predictor import Predictor  # after the cheap checks: torch import is slow
 
+    batch_size = cfg.get("batch_size")
     predictor = Predictor.load(
-        cfg.bundle, backend=cfg.get("backend"), batch_size=int(cfg.batch_size), max_pixels=int(cfg.max_pixels)
+        cfg.bundle,
+        backend=cfg.get("backend"),
+        batch_size=None if batch_size is None else int(batch_size),
+        max_pixels=int(cfg.max_pixels),
     )
     failures = 0
     start = time.perf_counter()

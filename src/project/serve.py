@@ -25,13 +25,15 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1",)
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe can bind
+DEFAULT_MAX_BATCH = 16  # requests per dynamic batch unless max_batch_size says otherwise
+DEFAULT_ENGINE_BATCH = 64  # images per engine call at least (a V2 request may carry several)
 
 
 def check_settings(cfg: DictConfig) -> None:
     """Every setting that can be wrong, one clear line each, before anything starts."""
     if not cfg.get("bundle"):
         raise UserError("bundle is required: pass bundle=PATH/TO/<run>/deploy")
-    if int(cfg.max_batch_size) < 1 or float(cfg.batch_timeout) < 0:
+    if int(cfg.max_batch_size or 1) < 1 or float(cfg.batch_timeout) < 0:
         raise UserError("max_batch_size must be ≥ 1 and batch_timeout ≥ 0")
     if not 1 <= int(cfg.topk) <= int(cfg.max_topk):
         raise UserError(f"topk={cfg.topk} must be between 1 and max_topk={cfg.max_topk}")
@@ -45,6 +47,15 @@ def check_settings(cfg: DictConfig) -> None:
             f"host={cfg.host} opens the server to the network: set serve api_key=... (or the SERVE_API_KEY "
             "environment variable), or allow_unauthenticated=true if something in front of it authenticates"
         )
+
+
+def batch_sizes(bundle: Any, engine: str, max_batch_size: int | None) -> tuple[int, int]:
+    """(requests per dynamic batch, images per engine call), both within the largest batch the bundle's
+    engine was verified at: `max_batch_size` above it is refused; None means 16, or that limit if lower."""
+    limit = bundle.batch_limit(engine)
+    requests = int(max_batch_size) if max_batch_size is not None else min(DEFAULT_MAX_BATCH, limit or DEFAULT_MAX_BATCH)
+    bundle.check_batch_size(requests, engine, "max_batch_size")
+    return requests, max(requests, min(DEFAULT_ENGINE_BATCH, limit or DEFAULT_ENGINE_BATCH))
 
 
 def build_server(cfg: DictConfig) -> Any:
@@ -65,12 +76,16 @@ def build_server(cfg: DictConfig) -> Any:
     bundle = Bundle.open(find_bundle(cfg.bundle))  # verifies the manifest before any worker starts
     Preprocessor.from_spec(bundle.preprocessing)
     model_name = str(cfg.get("model_name") or bundle.model_name)
-    engine = bundle.info.get("chosen", "eager")
+    if cfg.get("backend"):
+        bundle.check_engine_name(str(cfg.backend))  # one line here, not a worker that dies loading it
+    engine = str(cfg.get("backend") or bundle.info.get("chosen"))  # a named engine loads exactly or not at all
+    max_batch_size, engine_batch_size = batch_sizes(bundle, engine, cfg.get("max_batch_size"))
     chw = tuple(int(bundle.preprocessing[k]) for k in ("channels", "height", "width"))
     api = ClassifierAPI(
         bundle=str(bundle.directory),
         backend=cfg.get("backend"),
-        max_batch_size=int(cfg.max_batch_size),
+        max_batch_size=max_batch_size,
+        engine_batch_size=engine_batch_size,
         batch_timeout=float(cfg.batch_timeout),
         max_pixels=int(cfg.max_pixels),
         threads=cfg.get("threads"),
@@ -105,7 +120,8 @@ def build_server(cfg: DictConfig) -> Any:
             "model_name": model_name,
             "classes": bundle.class_names,
             "input": {k: bundle.preprocessing.get(k) for k in ("channels", "height", "width")},
-            "max_batch_size": int(cfg.max_batch_size),
+            "max_batch_size": max_batch_size,
+            "verified_batch_sizes": bundle.verified_batch_sizes,
             "batch_timeout": float(cfg.batch_timeout),
         },
     )

@@ -1,7 +1,8 @@
 """The deploy bundle: a self-describing folder an application loads to get predictions.
 
 deploy/
-  bundle.json          format, chosen engine, engines in fallback order (backend specs + files)
+  bundle.json          format, chosen engine, engines in fallback order (backend specs + files), and the
+                       batch sizes parity checked every engine at (`verified_batch_sizes`)
   model.json           the network's `_target_` config
   weights.safetensors  eager fp32 weights (tensors only: nothing to unpickle)
   preprocessing.json   input size, channels, value range, mean/std
@@ -14,10 +15,12 @@ deploy/
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,15 +65,17 @@ def write_bundle(
     input_spec: dict[str, Any],
     engines: list[tuple[Backend, Engine]] = (),
     benchmark: dict[str, Any] | None = None,
+    verified_batch_sizes: Sequence[int] | None = None,
 ) -> Path:
     """Write a bundle. `engines` come in preference order (the chosen one first); eager fp32 is always
-    the last resort, so the bundle loads on any machine. Written to a temporary folder first, then
-    moved into place, so a failure never leaves half a bundle."""
+    the last resort, so the bundle loads on any machine. `verified_batch_sizes`: the batch sizes parity
+    checked every engine at; the largest is the most a predictor or server may run at once. Written to a
+    temporary folder first, then moved into place, so a failure never leaves half a bundle."""
     directory = Path(directory)
     # swapped in by renames (`atomic_dir`): a kill at any point leaves the old bundle, the new one, or no
     # `directory` at all (refused with "bundle not found"), never a mix; the manifest is written last
     with atomic_dir(directory) as tmp:
-        _write_files(tmp, net, net_config, input_spec, engines, benchmark)
+        _write_files(tmp, net, net_config, input_spec, engines, benchmark, verified_batch_sizes)
     return directory
 
 
@@ -81,6 +86,7 @@ def _write_files(
     input_spec: dict[str, Any],
     engines: list[tuple[Backend, Engine]],
     benchmark: dict[str, Any] | None,
+    verified_batch_sizes: Sequence[int] | None,
 ) -> None:
     """Every file of the bundle into `tmp`, the manifest of all the others last."""
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -106,6 +112,7 @@ def _write_files(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "chosen": records[0]["name"] if records else baseline_backend().name,
             "engines": records,
+            **({"verified_batch_sizes": sorted(verified_batch_sizes)} if verified_batch_sizes else {}),
         },
     )
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
@@ -177,6 +184,38 @@ class Bundle:
         target = str(self.net_config.get("_target_", "model")).rsplit(".", 1)[-1]
         return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", target).lower() or "model"
 
+    @property
+    def verified_batch_sizes(self) -> list[int] | None:
+        """The batch sizes parity checked every engine of the bundle at. A bundle from before this was
+        recorded: its benchmark's timed sizes (parity ran at the largest, the engines were built for it);
+        with no benchmark either (written by hand): None, nothing to hold a batch size to."""
+        sizes = self.info.get("verified_batch_sizes")
+        if not sizes and self.benchmark is not None:
+            sizes = self.benchmark.batch_sizes
+        return sorted(int(b) for b in sizes) if sizes else None
+
+    def batch_limit(self, engine: str | None = None) -> int | None:
+        """The largest batch `engine` (default: the chosen one) may run: the top of the verified range, or
+        the engine's own fixed maximum (a TensorRT engine's) where that is smaller. None: no limit known."""
+        name = engine or self.info.get("chosen")
+        record = next((r for r in self.info.get("engines", []) if r["name"] == name), None)
+        limits = [self.verified_batch_sizes[-1]] if self.verified_batch_sizes else []
+        if record is not None:
+            with contextlib.suppress(Exception):  # a kind unknown here has no limit we could read
+                limits += [int(m) for m in [backend_from_spec(record).max_batch_size] if m]
+        return min(limits) if limits else None
+
+    def check_batch_size(self, batch_size: int, engine: str | None, setting: str) -> None:
+        """Refuse, in one line, a batch size above what `engine` was verified (or built) for."""
+        limit, name, sizes = self.batch_limit(engine), engine or self.info.get("chosen"), self.verified_batch_sizes
+        if limit is not None and batch_size > limit:
+            why = f"parity checked at batch sizes {sizes}" if sizes and sizes[-1] == limit else "built for no more"
+            raise BundleError(
+                f"{setting}={batch_size} is above the largest batch this bundle's {name} engine may run "
+                f"({limit}: {why}): pass {setting}={limit} or less, or rebuild the bundle with "
+                f"deploy.batch_sizes up to {batch_size}"
+            )
+
     def net(self) -> nn.Module:
         """The eager fp32 network with the bundle's weights (built once)."""
         if self._net is None:
@@ -185,23 +224,30 @@ class Bundle:
             self._net = net.float().eval()
         return self._net
 
+    @property
+    def engine_names(self) -> list[str]:
+        """Every engine this bundle can load by name: its engines in fallback order, then the baseline."""
+        names = [r["name"] for r in self.info.get("engines", [])]
+        baseline = baseline_backend().name
+        return names if baseline in names else [*names, baseline]
+
+    def check_engine_name(self, name: str) -> None:
+        """Refuse, in one line naming the engines it has, a name this bundle cannot load."""
+        if name not in self.engine_names:
+            raise BundleError(f"bundle has no engine {name!r}; it has {', '.join(self.engine_names)}")
+
     def engine(self, backend: str | None = None, threads: int | None = None) -> tuple[str, Engine]:
-        """Load `backend` (default: the chosen one), falling back along the bundle's list, then to eager
-        fp32. Says once which engine it fell back to and why. `threads` pins the engine's own thread pool
-        (None = the library's default): a server sharing a small host sets it."""
+        """Load `backend` by name, exactly that one: a name the bundle lacks, or an engine that cannot load
+        here, is refused with one line. With no name: the chosen engine, falling back along the bundle's
+        list, then to eager fp32, saying once which engine it fell back to and why. `threads` pins the
+        engine's own thread pool (None = the library's default): a server sharing a small host sets it."""
         records = list(self.info.get("engines", []))
-        fallback = baseline_backend()  # built from the weights file: always there
         if backend is not None:
-            wanted = [r for r in records if r["name"] == backend]
-            if not wanted and backend != fallback.name:
-                names = [r["name"] for r in records]
-                raise BundleError(f"bundle has no engine {backend!r}; it has {names} and {fallback.name}")
-            records = wanted + [r for r in records if r["name"] != backend]
+            return backend, self._requested_engine(backend, records, threads)
         failures = []
         for record in records:
             try:
-                loader = backend_from_spec(record)
-                engine = loader.load(self.directory / "engines" / record["name"], self.net(), threads)
+                engine = self._load(record, threads)
             except Exception as exc:
                 failures.append(f"{record['name']}: {type(exc).__name__}: {exc}")
                 continue
@@ -210,4 +256,24 @@ class Bundle:
             return record["name"], engine
         if failures:
             log.warning("engine fallback to eager fp32 (%s)", "; ".join(failures))
-        return fallback.name, fallback.build(self.net(), torch.empty(0), 0, threads)
+        return baseline_backend().name, self._baseline(threads)
+
+    def _requested_engine(self, name: str, records: list[dict[str, Any]], threads: int | None) -> Engine:
+        self.check_engine_name(name)
+        record = next((r for r in records if r["name"] == name), None)
+        if record is None:
+            return self._baseline(threads)  # the baseline, from the weights file every bundle has
+        try:
+            return self._load(record, threads)
+        except Exception as exc:
+            raise BundleError(
+                f"engine {name!r} cannot load here ({type(exc).__name__}: {exc}); "
+                "leave backend unset to fall back along the bundle's engines"
+            ) from None
+
+    def _load(self, record: dict[str, Any], threads: int | None) -> Engine:
+        return backend_from_spec(record).load(self.directory / "engines" / record["name"], self.net(), threads)
+
+    def _baseline(self, threads: int | None) -> Engine:
+        """Eager fp32 built from the weights file: always there."""
+        return baseline_backend().build(self.net(), torch.empty(0), 0, threads)

@@ -4,12 +4,17 @@ Three figures, each against the eager fp32 logits of the same images: top-1 agre
 |logit difference|, and the change in test accuracy (points). Tolerances depend on the engine's precision:
 fp32 engines only reorder floating-point sums, so they must match tightly; bf16/fp16 round every
 activation, so logits move visibly and only the decisions (agreement, accuracy) are held tight.
+
+An engine can be right at one batch size and wrong at another (a static-batch package, a TensorRT
+profile, a kernel picked per shape), so it is also checked at every batch size a bundle may run (the timed
+sizes): on `BATCH_SAMPLES` of the images at that size (tiled up to one full batch), agreement and logits
+only, since an accuracy delta on a sample is noise. It passes only when every size passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -41,6 +46,8 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "int8": Tolerance(min_top1_agreement=0.97, max_acc_delta=None, atol=None, rtol=None, max_acc_drop=1.0),
     "fp8": Tolerance(min_top1_agreement=0.97, max_acc_delta=None, atol=None, rtol=None, max_acc_drop=1.0),
 }
+# images checked at each batch size (at least one full batch): cheap next to the full check
+BATCH_SAMPLES = 256
 # `deploy.parity.<precision>` (e.g. `deploy.parity.int8.max_acc_drop=0.5`) sets these precisions' gates
 GATED_PRECISIONS = ("int8", "fp8")
 
@@ -115,15 +122,47 @@ def check_parity(
     reference: torch.Tensor | None,
     precision: str,
     tolerances: Mapping[str, Tolerance] = DEFAULT_TOLERANCES,
+    batch_sizes: Sequence[int] = (),
 ) -> tuple[ParityResult, torch.Tensor]:
     """Run `engine` over `data` and compare with the eager fp32 `reference` logits (None: this engine is
-    the reference, compared with itself). Returns the result and the engine's logits."""
+    the reference, compared with itself), then again at each of `batch_sizes` (`check_batch_sizes`).
+    Returns the result and the engine's logits on `data`."""
     logits = run_engine(engine, data)
-    result = compare(
-        logits, logits if reference is None else reference, data.labels, tolerance_for(precision, tolerances)
-    )
+    reference = logits if reference is None else reference
+    tol = tolerance_for(precision, tolerances)
+    result = compare(logits, reference, data.labels, tol)
     result.data = data.source
+    if batch_sizes:
+        check_batch_sizes(result, engine, data, reference, tol, batch_sizes)
     return result, logits
+
+
+def check_batch_sizes(
+    result: ParityResult,
+    engine: Engine,
+    data: ParityData,
+    reference: torch.Tensor,
+    tol: Tolerance,
+    batch_sizes: Sequence[int],
+) -> None:
+    """Fill `result.by_batch_size`: the engine at each size on a sample of the images, agreement and
+    logits against `reference`; an engine that raises at a size fails there. Any failure fails `result`."""
+    images = torch.cat(data.batches)
+    decisions = replace(tol, max_acc_delta=None, max_acc_drop=None)  # a sample's accuracy is noise
+    failed = []
+    for bs in sorted(set(batch_sizes)):
+        index = torch.arange(max(min(data.count, BATCH_SAMPLES), bs)) % data.count  # tiled: one full batch
+        try:
+            logits = torch.cat([engine(x).float() for x in images[index].split(bs)])
+            checked = compare(logits, reference[index], data.labels[index], decisions)
+        except Exception as exc:
+            checked = ParityResult(passed=False, reason=f"{type(exc).__name__}: {exc}")
+        result.by_batch_size[bs] = checked
+        if not checked.passed:
+            failed.append(f"at batch {bs}: {checked.reason}")
+    if failed:
+        result.passed = False
+        result.reason = "; ".join([result.reason, *failed] if result.reason else failed)
 
 
 def tolerances_from_config(values: Mapping[str, Any] | None) -> dict[str, Tolerance]:

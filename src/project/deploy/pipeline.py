@@ -124,7 +124,8 @@ def build_and_check(
                 size = sum((folder / f).stat().st_size for f in files)
                 result.files_mb, result.file_bytes = round(size / 2**20, 2), size
             result.options = dict(backend.options)
-            parity, logits = check_parity(engine, run.data, reference, backend.precision, run.settings.tolerances)
+            tolerances, sizes = run.settings.tolerances, run.settings.batch_sizes  # each size a bundle may run
+            parity, logits = check_parity(engine, run.data, reference, backend.precision, tolerances, sizes)
             result.parity = parity
         result.memory = memory.as_dict()
         result.status = "ok" if parity.passed else "parity_failed"
@@ -279,6 +280,7 @@ def ship_bundle(
             dict(input_spec),
             engines=[built[n] for n in order],
             benchmark=report.to_json(),
+            verified_batch_sizes=settings.batch_sizes,  # every engine shipped passed parity at each
         )
         report.bundle = {"path": str(bundle), "engines": order}
         progress(f"deploy bundle written to {bundle} (engines in fallback order: {', '.join(order)})")

@@ -83,6 +83,9 @@ class ParityResult:
     acc_delta: float | None = None  # accuracy points against the baseline
     tolerance: dict[str, float] | None = None
     data: str | None = None  # where the images came from
+    # the same engine at each batch size a bundle may run (the timed sizes): agreement and logits against
+    # the baseline on a sample of the images at that size; the engine passes only if every one passes
+    by_batch_size: dict[int, ParityResult] = field(default_factory=dict)
 
     @property
     def measured(self) -> bool:
@@ -90,14 +93,17 @@ class ParityResult:
         return self.top1_agreement is not None
 
     def to_json(self) -> dict[str, Any]:
-        doc = {f.name: getattr(self, f.name) for f in fields(self)}
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "by_batch_size"}
         doc["passed"], doc["reason"], doc["data"] = doc.pop("passed"), doc.pop("reason"), doc.pop("data")
+        doc["batch_sizes"] = {str(bs): r.to_json() for bs, r in self.by_batch_size.items()} or None
         return _drop_none(doc, keep=("passed", "reason"))
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ParityResult:
-        own, _ = _known(cls, _mapping(doc))
-        return cls(**own)
+        own, extra = _known(cls, _mapping(doc), "by_batch_size")
+        sizes = _mapping(extra.get("batch_sizes"))
+        by_size = {int(bs): cls.from_json(r) for bs, r in sizes.items() if str(bs).isdigit() and isinstance(r, dict)}
+        return cls(**own, by_batch_size=dict(sorted(by_size.items())))
 
 
 @dataclass

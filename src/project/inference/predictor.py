@@ -5,7 +5,9 @@
     predictor.predict(["a.png", "b.jpg"], topk=3)   # → [Prediction(label=..., index=..., score=..., topk=[...])]
 
 The engine is whichever the bundle chose (falling back to the next one, then eager fp32, when it cannot
-load here); the preprocessing comes from the bundle, so the application never re-implements it.
+load here), or exactly the one named by `backend=` (refused when the bundle lacks it or it cannot load);
+`predictor.backend` says which. Batches never exceed the largest batch size the bundle's engines were
+verified at. The preprocessing comes from the bundle, so the application never re-implements it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from project.deploy.bundle import MANIFEST, Bundle, BundleError
 from project.inference.preprocess import DEFAULT_MAX_PIXELS, InvalidInput, Preprocessor
 
 log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 64  # images per engine call unless asked otherwise (lowered to the bundle's verified limit)
 
 
 @dataclass
@@ -97,16 +101,18 @@ class Predictor:
         cls,
         bundle_dir: str | Path,
         backend: str | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
     ) -> Predictor:
         """Open and verify a bundle (`<run>/deploy`, or the run folder itself) and load its engine.
 
-        `backend` picks one of the bundle's engines by name (default: the one the deploy step chose).
-        `threads` sizes the engine's own thread pool (ONNX Runtime, OpenVINO; eager PyTorch follows
-        `torch.set_num_threads`). Raises `BundleError` (a `UserError`) when the bundle is missing,
-        incomplete or changed.
+        `backend` picks one of the bundle's engines by name, or `eager` for the fp32 weights (default: the
+        one the deploy step chose). `batch_size`: images per engine call, at most the largest batch the
+        bundle was verified at (None: 64, or that limit if lower). `threads` sizes the engine's own thread
+        pool (ONNX Runtime, OpenVINO; eager PyTorch follows `torch.set_num_threads`). Raises `BundleError`
+        (a `UserError`) when the bundle is missing, incomplete or changed, lacks `backend` or cannot load
+        it here, or when `batch_size` is above its verified range.
         """
         bundle = Bundle.open(find_bundle(bundle_dir))
         try:
@@ -114,6 +120,9 @@ class Predictor:
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{bundle.directory}/preprocessing.json is not usable: {exc}") from None
         name, engine = bundle.engine(backend, threads=threads)
+        if batch_size is None:
+            batch_size = min(DEFAULT_BATCH_SIZE, bundle.batch_limit(name) or DEFAULT_BATCH_SIZE)
+        bundle.check_batch_size(batch_size, name, "batch_size")
         log.info("loaded %s with the %s engine", bundle.directory, name)
         return cls(engine, preprocessor, bundle.class_names, backend=name, batch_size=batch_size, bundle=bundle)
 

@@ -61,7 +61,14 @@ class BundlePredictor:
     Relative paths are read against the driver's working directory (`root`), as the local runner does."""
 
     def __init__(
-        self, bundle: str, backend: str | None, batch_size: int, max_pixels: int, threads: int, topk: int, root: str
+        self,
+        bundle: str,
+        backend: str | None,
+        batch_size: int | None,
+        max_pixels: int,
+        threads: int,
+        topk: int,
+        root: str,
     ) -> None:
         import torch
 
@@ -167,6 +174,10 @@ def predict_on_ray(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
     except ImportError:
         raise UserError("runner=ray needs Ray: pip install '.[scale]'") from None
     bundle = Bundle.open(find_bundle(cfg.bundle))  # a bad bundle is one line here, not an error in every actor
+    if cfg.get("backend"):
+        bundle.check_engine_name(str(cfg.backend))  # each actor loads exactly this engine, or fails
+    if cfg.get("batch_size") is not None:
+        bundle.check_batch_size(int(cfg.batch_size), cfg.get("backend"), "batch_size")
     output = prepare_output(cfg.get("output"), fmt, bool(settings.get("overwrite", False)))
 
     with ray_session(settings.get("address"), settings.get("num_cpus")):
@@ -177,7 +188,7 @@ def predict_on_ray(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
             fn_constructor_kwargs={
                 "bundle": str(bundle.directory.resolve()),
                 "backend": cfg.get("backend"),
-                "batch_size": int(cfg.batch_size),
+                "batch_size": None if cfg.get("batch_size") is None else int(cfg.batch_size),
                 "max_pixels": int(cfg.max_pixels),
                 "threads": max(1, int(sizes["num_cpus_per_actor"])),
                 "topk": int(cfg.topk),

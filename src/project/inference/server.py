@@ -54,6 +54,7 @@ class ClassifierAPI(ls.LitAPI):
         bundle: str,
         backend: str | None = None,
         max_batch_size: int = 16,
+        engine_batch_size: int | None = None,
         batch_timeout: float = 0.005,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
@@ -62,6 +63,8 @@ class ClassifierAPI(ls.LitAPI):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=API_PATH)
         self.bundle_dir, self.backend, self.model_name = bundle, backend, model_name
         self.max_pixels, self.threads = max_pixels, threads
+        # images per engine call (None: the predictor's default); within the bundle's verified batch range
+        self.engine_batch_size = engine_batch_size
 
     def setup(self, device: str) -> None:
         from project.inference.predictor import Predictor
@@ -72,7 +75,7 @@ class ClassifierAPI(ls.LitAPI):
         self.predictor = Predictor.load(
             self.bundle_dir,
             backend=self.backend,
-            batch_size=max(64, self.max_batch_size),
+            batch_size=self.engine_batch_size,
             max_pixels=self.max_pixels,
             threads=self.threads,
         )

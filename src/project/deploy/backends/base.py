@@ -64,6 +64,13 @@ class Backend(ABC):
             "options": dict(self.options),
         }
 
+    @property
+    def max_batch_size(self) -> int | None:
+        """The largest batch the built engine accepts, where it was built for a fixed maximum (recorded in
+        its options, so a bundle knows it); None: any batch size runs."""
+        value = self.options.get("max_batch_size")
+        return int(value) if value else None
+
     def resolve_options(self, net: nn.Module) -> dict[str, Any]:
         """The options with every default this network decides filled in (e.g. the device it runs on)."""
         return dict(self.options)

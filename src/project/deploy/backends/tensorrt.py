@@ -46,8 +46,16 @@ class TensorRtBackend(Backend):
     precisions = (*FLOAT_PRECISIONS, "int8", "fp8")
     libraries = ("torch-tensorrt", "tensorrt", "nvidia-modelopt")
 
-    def __init__(self, name: str | None = None, precision: str = "fp32", min_block_size: int = 1) -> None:
-        super().__init__(name=name, precision=precision, min_block_size=min_block_size)
+    def __init__(
+        self,
+        name: str | None = None,
+        precision: str = "fp32",
+        min_block_size: int = 1,
+        max_batch_size: int | None = None,
+    ) -> None:
+        # max_batch_size: the engine's fixed maximum (the optimisation profile's max_shape); set by `_build`
+        # to the largest batch it was built for, so the bundle records it and a server never exceeds it
+        super().__init__(name=name, precision=precision, min_block_size=min_block_size, max_batch_size=max_batch_size)
 
     def _unavailable_reason(self) -> str | None:
         if not torch.cuda.is_available():
@@ -76,7 +84,8 @@ class TensorRtBackend(Backend):
 
         dtype = self._dtype()
         image = tuple(example.shape[1:])
-        top = max(1, int(max_batch_size))
+        top = max(1, int(self.options.get("max_batch_size") or max_batch_size))
+        self.options["max_batch_size"] = top  # the fixed maximum: recorded in the bundle, honoured on load
         inputs = [
             torch_tensorrt.Input(
                 min_shape=(1, *image), opt_shape=(top, *image), max_shape=(top, *image), dtype=dtype, name="x"
