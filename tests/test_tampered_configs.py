@@ -133,6 +133,17 @@ def test_build_plain_refuses(change: dict, message: str) -> None:
         build_plain({**NET, **change}, ("project.models.",), nn.Module, "x")
 
 
+def test_build_plain_takes_a_composed_config_and_still_checks_it() -> None:
+    """A composed (OmegaConf) net config with a list value builds; a nested payload in one is refused."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({"_target_": "project.models.cifar_nets.CifarFast", "widths": [8, 16, 16]})
+    assert type(build_plain(config, ("project.models.",), nn.Module, "x")).__name__ == "CifarFast"
+    tampered = OmegaConf.create({**NET, "width": {"_target_": "builtins.open", "_args_": ["x", "w"]}})
+    with pytest.raises(UserError, match="nested"):
+        build_plain(tampered, ("project.models.",), nn.Module, "x")
+
+
 def test_build_plain_refuses_a_class_of_the_wrong_kind() -> None:
     with pytest.raises(UserError, match="not a Module class"):
         build_plain({"_target_": "torch.optim.SGD", "lr": 0.1}, ("torch.optim.",), nn.Module, "x")

@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from project.config import UserError
+from project.config import UserError, plain
 
 T = TypeVar("T")
 
@@ -74,7 +74,9 @@ def resolve_class(target: Any, allowed_prefixes: tuple[str, ...], base: type[T],
 
 
 def checked_kwargs(config: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The keyword arguments of a `_target_` mapping, after checking every node is plain data."""
+    """The keyword arguments of a `_target_` mapping, after checking every node is plain data. An OmegaConf
+    node (a composed config) is turned into plain containers first."""
+    config = plain(config)
     if not isinstance(config, Mapping):
         raise UserError(f"refusing to load {where}: expected a mapping with _target_, got {type(config).__name__}")
     kwargs = {}
