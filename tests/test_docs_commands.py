@@ -2,8 +2,8 @@
 
 A fenced ```bash block right after a `<!-- runnable -->` line is run line by line (`python` is this
 interpreter), from the repository root; every run must exit 0. Elsewhere in README.md and docs/, every
-`python -m project.X` must name an importable module, every `make X` a Makefile target and every
-`python benchmarks/X.py` an existing script.
+`python -m project.<module>` must name an importable module, every `make <target>` a Makefile target and
+every `python benchmarks/<script>.py` an existing script.
 """
 
 import importlib.util
