@@ -32,6 +32,7 @@ class Key:
     default: str
     comment: str
     line: int
+    mapping: bool = False
 
 
 @dataclass
@@ -45,7 +46,8 @@ class ConfigFile:
 
     def undocumented(self) -> list[Key]:
         """Keys with no comment, other than Hydra's own and mappings whose children say what they are."""
-        return [k for k in self.keys if not k.comment and k.path.rsplit(".", 1)[-1] not in EXEMPT_KEYS]
+        exempt = lambda k: k.mapping or k.path.rsplit(".", 1)[-1] in EXEMPT_KEYS  # noqa: E731
+        return [k for k in self.keys if not k.comment and not exempt(k)]
 
 
 def _split_comment(rest: str) -> tuple[str, str]:
@@ -119,8 +121,11 @@ def parse(path: Path, name: str) -> ConfigFile:
             list_parent, list_indent = None, -1
     if list_parent is not None:
         _close(list_parent)
-    # a mapping is documented by its children
-    result.keys = [k for k in result.keys if not _is_mapping(result.keys, k)]
+    # a mapping is documented by its children; its own comment, if any, is shown above them
+    for key in result.keys:
+        key.mapping = _is_mapping(result.keys, key)
+        key.default = "" if key.mapping else key.default
+    result.keys = [k for k in result.keys if not k.mapping or k.comment]
     return result
 
 
