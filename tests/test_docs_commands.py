@@ -85,3 +85,11 @@ def test_a_runnable_command_runs(command):
         argv[0] = sys.executable
     result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+
+
+def test_ci_runs_the_readme_test_command_then_builds_the_site_strictly():
+    ci = (REPO / ".ci" / "run").read_text()
+    quick_start = (REPO / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "make test" in quick_start and "\nmake test\n" in ci
+    assert ci.index("make test") < ci.index("make docs-build")
+    assert "mkdocs build --strict" in (REPO / "Makefile").read_text()
