@@ -7,8 +7,9 @@ TORCH  := torch==2.13.0
 ARGS   ?=
 
 export WANDB_SILENT ?= true
+export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: install train eval test test-slow lint format benchmark benchmark-train benchmark-data soak clean
+.PHONY: install train eval test test-slow lint format benchmark benchmark-train benchmark-data soak docs docs-build docs-reference docs-benchmarks clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,5 +53,17 @@ benchmark-data: $(STAMP)  ## preparing a folder of JPEG photos vs a plain Pillow
 soak: $(STAMP)  ## bounded serving soak (10,000 requests, 16 clients, 10 % malformed) on the newest bundle
 	$(PY) benchmarks/serve_load.py --soak --requests 10000 --clients 16 $(ARGS)
 
+docs: $(STAMP)  ## serve the documentation site on 127.0.0.1:8000, rebuilt on every change
+	$(VENV)/bin/mkdocs serve
+
+docs-build: $(STAMP)  ## build the site into site/, strictly: a broken link or a missing page fails
+	$(VENV)/bin/mkdocs build --strict
+
+docs-reference: $(STAMP)  ## regenerate docs/reference/config.md from the comments in conf/
+	$(PY) -m project.docs_reference
+
+docs-benchmarks: $(STAMP)  ## re-run every command recorded under docs/data/, then render docs/benchmarks.md
+	$(PY) -m project.docs_benchmarks --refresh
+
 clean:
-	rm -rf logs multirun outputs .pytest_cache .ruff_cache
+	rm -rf logs multirun outputs site .pytest_cache .ruff_cache
