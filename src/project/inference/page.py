@@ -1,6 +1,6 @@
 """The page `GET /` serves: upload images, see their top-k labels; the model card; the bundle's pictures.
 
-Plain HTML, CSS and JavaScript shipped in this package (`page/`), no build step and nothing from elsewhere.
+Plain HTML, CSS and JavaScript shipped in this package (`page_files/`), no build step and nothing from elsewhere.
 The page's three files are open even when an API key is set (they hold nothing about the model): the page
 asks for the key and sends it as `X-API-Key` on every other call. `GET /card` (the model card as JSON) and
 `GET /card/pictures/<name>` (the bundle's `pictures/`) need the key like `/predict` does.
@@ -16,7 +16,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from project.deploy.bundle import Bundle
 
-PAGE_DIR = Path(__file__).with_name("page")
+PAGE_DIR = Path(__file__).with_name("page_files")
 PAGE_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/page/app.js": ("app.js", "text/javascript; charset=utf-8"),
