@@ -67,17 +67,33 @@ def open_page(browser, url: str, width: int = 1280, height: int = 800):
     return page
 
 
+def page_errors(page) -> list[str]:
+    """Script errors and console errors (a CSP violation among them) as they come."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    return errors
+
+
 def wait_for_card(page) -> None:
-    page.wait_for_function("document.querySelector('#subtitle').textContent.includes('served by')", timeout=10_000)
+    page.locator("#subtitle", has_text="served by").wait_for(timeout=10_000)
 
 
 def upload(page, *files: Path) -> None:
-    before = page.locator(".result:not([data-state=pending])").count()
+    answered = page.locator(".result:not([data-state=pending])")
+    before = answered.count()
     page.set_input_files("#files", [str(f) for f in files])
-    page.wait_for_function(
-        f"document.querySelectorAll('.result:not([data-state=pending])').length >= {before + len(files)}",
-        timeout=20_000,
-    )
+    sync_api.expect(answered).to_have_count(before + len(files), timeout=20_000)
+
+
+def wait_for_pictures(page, count: int) -> None:
+    """Until `count` pictures have loaded (fetched with the key, shown from blob URLs)."""
+    loaded = "imgs => imgs.filter(i => i.complete && i.naturalWidth > 0).length"
+    for _ in range(100):
+        if page.locator("#pictures img").evaluate_all(loaded) == count:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"{count} pictures did not load")
 
 
 def shown(page, name: str) -> dict:
@@ -93,6 +109,7 @@ def shown(page, name: str) -> dict:
 
 def test_uploads_show_the_predictors_labels_and_the_engine(browser, server: str, page_bundle: Path, images) -> None:
     page = open_page(browser, server)
+    errors = page_errors(page)
     wait_for_card(page)
     page.select_option("#topk", "3")
     upload(page, *images)
@@ -116,6 +133,7 @@ def test_uploads_show_the_predictors_labels_and_the_engine(browser, server: str,
     )
     page.wait_for_selector('.result[data-file="dropped.png"][data-state=done]', timeout=20_000)
     assert shown(page, "dropped.png")["labels"] == shown(page, images[0].name)["labels"]
+    assert errors == []
 
 
 def test_a_bad_file_shows_the_servers_message_and_the_next_upload_works(
@@ -136,6 +154,7 @@ def test_a_bad_file_shows_the_servers_message_and_the_next_upload_works(
 
 def test_model_card_shows_the_benchmark_and_the_bundles_pictures(browser, server: str, page_bundle: Path) -> None:
     page = open_page(browser, server)
+    errors = page_errors(page)
     wait_for_card(page)
     card = httpx.get(f"{server}/card", timeout=5).json()
     report = json.loads((page_bundle / "benchmark.json").read_text())
@@ -148,11 +167,12 @@ def test_model_card_shows_the_benchmark_and_the_bundles_pictures(browser, server
     assert facts["Parity vs eager fp32"].startswith("passed")
     assert facts["Latency (p50)"] == f"{chosen['batches']['1']['latency_ms']['p50']:.3f} ms at batch 1"
     assert page.locator("#classes li").all_inner_texts() == Bundle.open(page_bundle).class_names
-    page.wait_for_function("[...document.querySelectorAll('#pictures img')].filter(i => i.naturalWidth).length === 3")
+    wait_for_pictures(page, 3)
     assert page.locator("#pictures figure").evaluate_all("fs => fs.map(f => f.dataset.picture)") == list(PICTURES)
     assert page.locator("#pictures-note").inner_text() == ""
     manifest = json.loads((page_bundle / "manifest.json").read_text())["files"]  # shipped, and checked on load
     assert {f"pictures/{name}" for name in PICTURES} <= set(manifest)
+    assert errors == []
 
 
 @pytest.mark.parametrize(("name", "width", "height"), [("phone", 390, 844), ("wide", 1280, 800)])
@@ -162,7 +182,7 @@ def test_layout_fits_a_phone_and_a_wide_window(
     page = open_page(browser, server, width, height)
     wait_for_card(page)
     upload(page, *images[:2])
-    page.wait_for_function("[...document.querySelectorAll('#pictures img')].filter(i => i.naturalWidth).length === 3")
+    wait_for_pictures(page, 3)
     page.screenshot(path=str(tmp_path / f"page_{name}.png"), full_page=True)
     assert (tmp_path / f"page_{name}.png").stat().st_size > 10_000
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "horizontal overflow"
@@ -181,7 +201,7 @@ def test_the_page_asks_for_the_api_key_and_sends_it(browser, page_bundle: Path, 
         page.wait_for_selector("#key-panel:not([hidden])", timeout=10_000)
         page.fill("#key-input", "wrong")
         page.click("#key-form button")
-        page.wait_for_function("document.querySelector('#key-message').textContent.includes('API key:')")
+        page.locator("#key-message", has_text="API key:").wait_for(timeout=10_000)
         expected = httpx.get(f"{running.url}/card", headers={"X-API-Key": "wrong"}, timeout=5).json()["detail"]
         assert page.inner_text("#key-message") == expected
         page.fill("#key-input", KEY)

@@ -23,6 +23,8 @@ PAGE_FILES = {
     "/page/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 PAGE_PATHS = tuple(PAGE_FILES)  # open without the API key
+# the page runs only its own script and style, and shows only the server's pictures and the user's uploads
+POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 PICTURES = {  # what the page shows, in this order, when the bundle carries it
     "benchmark.png": "Benchmark: throughput and speedup per engine",
     "samples.png": "Data card: sample images per class",
@@ -85,7 +87,8 @@ def add_page_routes(app: Any, card: dict[str, Any], bundle_dir: Path) -> None:
     def page_file(name: str, media_type: str) -> Any:
         async def route(request: Request) -> Response:
             # no-cache: a page from an older version of the package is never mixed with a newer script
-            return FileResponse(PAGE_DIR / name, media_type=media_type, headers={"Cache-Control": "no-cache"})
+            headers = {"Cache-Control": "no-cache", "Content-Security-Policy": POLICY}
+            return FileResponse(PAGE_DIR / name, media_type=media_type, headers=headers)
 
         return route
 

@@ -137,11 +137,14 @@ function resultItem(file) {
 }
 
 function showPrediction(item, prediction, engine, milliseconds) {
-  const rows = prediction.topk.map((entry) =>
-    el("div", { class: "bar-row" },
+  const rows = prediction.topk.map((entry) => {
+    const fill = el("span");
+    fill.style.width = `${(100 * entry.score).toFixed(1)}%`;  // CSSOM, which the page's CSP allows
+    return el("div", { class: "bar-row" },
       el("span", { class: "label", text: entry.label }),
-      el("span", { class: "bar" }, el("span", { style: `width: ${(100 * entry.score).toFixed(1)}%` })),
-      el("span", { class: "prob", text: percent(entry.score) })));
+      el("span", { class: "bar" }, fill),
+      el("span", { class: "prob", text: percent(entry.score) }));
+  });
   const meta = item.querySelector(".meta");
   meta.replaceChildren("engine ", el("span", { class: "engine", text: engine }),
     " · ", el("span", { class: "time", text: `${milliseconds.toFixed(1)} ms` }));
