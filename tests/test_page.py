@@ -150,6 +150,7 @@ def test_a_bad_file_shows_the_servers_message_and_the_next_upload_works(
     assert got["state"] == "error" and got["error"] == [f"400: {detail}"] and got["labels"] == []
     upload(page, images[1])
     assert shown(page, images[1].name)["state"] == "done"
+    page.screenshot(path=str(tmp_path / "page_bad_file.png"))
 
 
 def test_model_card_shows_the_benchmark_and_the_bundles_pictures(browser, server: str, page_bundle: Path) -> None:
@@ -204,6 +205,7 @@ def test_the_page_asks_for_the_api_key_and_sends_it(browser, page_bundle: Path, 
         page.locator("#key-message", has_text="API key:").wait_for(timeout=10_000)
         expected = httpx.get(f"{running.url}/card", headers={"X-API-Key": "wrong"}, timeout=5).json()["detail"]
         assert page.inner_text("#key-message") == expected
+        page.screenshot(path=str(tmp_path / "page_api_key.png"))
         page.fill("#key-input", KEY)
         page.click("#key-form button")
         wait_for_card(page)
