@@ -69,8 +69,11 @@ def build_bundle(directory: Path, net: nn.Module, data: DigitsDataModule, engine
     return write_bundle(directory, net, NET_CONFIG, data.input_spec(), engines=engines or engines_for(net))
 
 
-def build_pipeline_bundle(out: Path, net: nn.Module, data: DigitsDataModule, batch_sizes: tuple = (1, 8)) -> Path:
-    """`out/deploy` written by the real post-fit pipeline with ONNX Runtime chosen (`deploy.backend`)."""
+def build_pipeline_bundle(
+    out: Path, net: nn.Module, data: DigitsDataModule, batch_sizes: tuple = (1, 8), plot: bool = False
+) -> Path:
+    """`out/deploy` written by the real post-fit pipeline with ONNX Runtime chosen (`deploy.backend`);
+    `plot`: draw benchmark.png too (it ships in the bundle's pictures, as does what `out/data_card` holds)."""
     images, labels = data.splits["test"]
     parity = ParityData([data.preprocess(images)], labels, "digits test split")
     settings = DeploySettings.from_config(
@@ -80,7 +83,7 @@ def build_pipeline_bundle(out: Path, net: nn.Module, data: DigitsDataModule, bat
             "batch_sizes": list(batch_sizes),
             "timing": {"warmup_iters": 1, "min_iters": 2, "min_duration_s": 0.01},
             "threads": 1,
-            "plot": False,
+            "plot": plot,
             "strict": True,
         }
     )

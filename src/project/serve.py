@@ -2,6 +2,7 @@
 
 An HTTP server (LitServe) answering `POST /predict` with the same JSON as `Predictor.predict`, and the
 Open Inference Protocol (KServe V2: `/v2/models/<name>/infer`, health, metadata), with dynamic batching.
+`GET /` is a page to try it in a browser: upload images, read the model card (`project.inference.page`).
 Binds 127.0.0.1 unless `host=` says otherwise (then `api_key` or `allow_unauthenticated=true` is required).
 SIGTERM/SIGINT drain the requests in flight, stop every worker and exit 0. See conf/serve.yaml.
 
@@ -65,7 +66,8 @@ def build_server(cfg: DictConfig) -> Any:
     from litserve.utils import WorkerSetupStatus
 
     from project.deploy.bundle import Bundle
-    from project.inference.guard import RequestGuard
+    from project.inference.guard import OPEN_PATHS, RequestGuard
+    from project.inference.page import PAGE_PATHS, add_page_routes, model_card
     from project.inference.predictor import find_bundle
     from project.inference.preprocess import Preprocessor
     from project.inference.request_parsing import API_PATH, ImageRequestMiddleware
@@ -105,6 +107,7 @@ def build_server(cfg: DictConfig) -> Any:
         "retry_after": int(cfg.retry_after),
         "timeout": float(cfg.timeout),
         "body_timeout": float(cfg.body_timeout),
+        "open_paths": OPEN_PATHS + PAGE_PATHS,  # the page itself; it asks for the key and sends it
     }
     server = SupervisedServer(
         api,
@@ -132,6 +135,7 @@ def build_server(cfg: DictConfig) -> Any:
         return bool(status) and all(v == WorkerSetupStatus.READY for v in status.values())
 
     add_v2_routes(server.app, metadata, ready)
+    add_page_routes(server.app, model_card(bundle, engine, int(cfg.topk), int(cfg.max_topk)), bundle.directory)
     return server
 
 

@@ -9,6 +9,8 @@ deploy/
   classes.json         class names
   versions.json        what it was built with
   benchmark.json       the post-fit benchmark (when there is one)
+  pictures/*.png       what the serving page shows: benchmark.png, the data card's samples.png and
+                       class_counts.png (those the run had)
   engines/<name>/...   each engine's own files
   manifest.json        sha256 of every file above; checked on load
 """
@@ -20,6 +22,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -66,16 +69,23 @@ def write_bundle(
     engines: list[tuple[Backend, Engine]] = (),
     benchmark: dict[str, Any] | None = None,
     verified_batch_sizes: Sequence[int] | None = None,
+    pictures: Sequence[Path] = (),
 ) -> Path:
     """Write a bundle. `engines` come in preference order (the chosen one first); eager fp32 is always
     the last resort, so the bundle loads on any machine. `verified_batch_sizes`: the batch sizes parity
-    checked every engine at; the largest is the most a predictor or server may run at once. Written to a
+    checked every engine at; the largest is the most a predictor or server may run at once. `pictures`: PNGs
+    for the serving page, copied into `pictures/`. Written to a
     temporary folder first, then moved into place, so a failure never leaves half a bundle."""
     directory = Path(directory)
     # swapped in by renames (`atomic_dir`): a kill at any point leaves the old bundle, the new one, or no
     # `directory` at all (refused with "bundle not found"), never a mix; the manifest is written last
     with atomic_dir(directory) as tmp:
         _write_files(tmp, net, net_config, input_spec, engines, benchmark, verified_batch_sizes)
+        if pictures:
+            (tmp / "pictures").mkdir()
+            for picture in pictures:
+                shutil.copyfile(picture, tmp / "pictures" / picture.name)
+        _write_json(tmp / MANIFEST, {"files": {p.relative_to(tmp).as_posix(): sha256(p) for p in _files(tmp)}})
     return directory
 
 
@@ -88,7 +98,7 @@ def _write_files(
     benchmark: dict[str, Any] | None,
     verified_batch_sizes: Sequence[int] | None,
 ) -> None:
-    """Every file of the bundle into `tmp`, the manifest of all the others last."""
+    """Every file of the bundle into `tmp` but the pictures and the manifest."""
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     save_file(state, tmp / "weights.safetensors")
     _write_json(tmp / "model.json", {"net": net_config})
@@ -115,8 +125,10 @@ def _write_files(
             **({"verified_batch_sizes": sorted(verified_batch_sizes)} if verified_batch_sizes else {}),
         },
     )
-    files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    _write_json(tmp / MANIFEST, {"files": {p.relative_to(tmp).as_posix(): sha256(p) for p in files}})
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
 def verify_manifest(directory: Path) -> dict[str, str]:

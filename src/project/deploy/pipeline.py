@@ -34,6 +34,8 @@ from project.deploy.settings import DeploySettings
 from project.deploy.timing import PeakMemory, time_engines
 
 log = logging.getLogger(__name__)
+# in the run folder (the data module copies the card there); the bundle ships them for the serving page
+BUNDLE_PICTURES = ("benchmark.png", "data_card/samples.png", "data_card/class_counts.png")
 
 
 class Progress:
@@ -185,15 +187,19 @@ def time_and_rank(report: BenchmarkReport, engines: Mapping[str, Engine], run: D
     run.progress(f"chosen: {report.chosen} ({report.chosen_reason})")
 
 
-def write_outputs(report: BenchmarkReport, output_dir: Path, settings: DeploySettings, loggers: Iterable[Any]) -> None:
-    """benchmark.{json,md,png}, the loggers and the console table."""
+def draw_plot(report: BenchmarkReport, output_dir: Path, settings: DeploySettings) -> None:
+    """benchmark.png, before the bundle is written: it ships in the bundle's pictures."""
+    try:
+        if settings.plot:
+            write_plot(report, output_dir / "benchmark.png")
+    except Exception as exc:
+        log.warning("deploy: could not draw benchmark.png: %s", exc)
+
+
+def write_outputs(report: BenchmarkReport, output_dir: Path, loggers: Iterable[Any]) -> None:
+    """benchmark.{json,md}, the loggers and the console table."""
     report.write(output_dir / "benchmark.json")
     write_benchmark_markdown(report, output_dir / "benchmark.md")
-    if settings.plot:
-        try:
-            write_plot(report, output_dir / "benchmark.png")
-        except Exception as exc:
-            log.warning("deploy: could not draw benchmark.png: %s", exc)
     log_to_loggers(report, loggers)
     print_table(report)
 
@@ -251,9 +257,10 @@ def run_pipeline(
         if settings.bare and settings.roundtrip:  # each library's own session beside its engine
             engines = with_bare_sessions(built, work, net, threads, run.device)
         time_and_rank(report, engines, run)
+        draw_plot(report, output_dir, settings)
         if settings.bundle and report.chosen is not None:
             ship_bundle(report, built, net, net_config, input_spec, output_dir, settings, run.progress)
-        write_outputs(report, output_dir, settings, loggers)
+        write_outputs(report, output_dir, loggers)
         return report
     finally:
         torch.set_num_threads(previous_threads)
@@ -281,6 +288,7 @@ def ship_bundle(
             engines=[built[n] for n in order],
             benchmark=report.to_json(),
             verified_batch_sizes=settings.batch_sizes,  # every engine shipped passed parity at each
+            pictures=[output_dir / p for p in BUNDLE_PICTURES if (output_dir / p).is_file()],
         )
         report.bundle = {"path": str(bundle), "engines": order}
         progress(f"deploy bundle written to {bundle} (engines in fallback order: {', '.join(order)})")

@@ -121,4 +121,5 @@ class ClassifierAPI(ls.LitAPI):
             return error_response(output[1])
         if isinstance(output, tuple) and output[0] == "v2-result":
             return infer_response(self.model_name, output[1], output[2], self.predictor.label)
-        return output.to_dict()
+        # the engine that answered, for the page (the JSON body stays what `Predictor.predict` gives)
+        return JSONResponse(output.to_dict(), headers={"X-Engine": self.predictor.backend})
