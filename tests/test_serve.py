@@ -174,3 +174,30 @@ def test_an_engine_or_batch_the_bundle_cannot_give_is_refused_before_starting(
         build_server(compose_cfg("serve", [f"bundle={pipeline_bundle}", "backend=openvino"]))
     with pytest.raises(UserError, match=r"^max_batch_size=9 is above the largest batch .*\(8: parity checked"):
         build_server(compose_cfg("serve", [f"bundle={pipeline_bundle}", "max_batch_size=9"]))
+
+
+def test_an_unnamed_engine_is_resolved_before_the_workers_so_info_names_the_fallback(
+    compose_cfg, digits_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle whose chosen engine cannot load on this host (an engine kind this install does not know,
+    like a TensorRT plan on a CPU box): with no `backend=`, /info and the workers both say the engine the
+    fallback order gives here, never the chosen one that cannot run."""
+    import torch
+
+    from project.deploy.backends import BACKENDS
+    from project.deploy.backends.eager import EagerBackend
+    from tests.inference_helpers import build_bundle
+
+    class Foreign(EagerBackend):
+        kind = "foreign_test"
+
+    net, data = digits_model
+    eager = EagerBackend()
+    with monkeypatch.context() as m:  # known on the machine that wrote the bundle, unknown here
+        m.setitem(BACKENDS, Foreign.kind, Foreign)
+        foreign = Foreign()
+        engines = [(foreign, foreign.build(net, torch.zeros(1, 1, 8, 8), 8)), (eager, eager.build(net, None, 0))]
+        bundle = build_bundle(tmp_path / "deploy", net, data, engines)
+    server = build_server(compose_cfg("serve", [f"bundle={bundle}"]))
+    assert server.model_metadata["engine"] == "eager"
+    assert server.lit_api.backend == "eager"  # the workers load exactly what /info says

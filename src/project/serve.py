@@ -80,12 +80,14 @@ def build_server(cfg: DictConfig) -> Any:
     model_name = str(cfg.get("model_name") or bundle.model_name)
     if cfg.get("backend"):
         bundle.check_engine_name(str(cfg.backend))  # one line here, not a worker that dies loading it
-    engine = str(cfg.get("backend") or bundle.info.get("chosen"))  # a named engine loads exactly or not at all
+        engine = str(cfg.backend)  # a named engine loads exactly or not at all
+    else:  # the engine the fallback order gives on this host, resolved here: /info names what the workers load
+        engine = bundle.engine(threads=cfg.get("threads"))[0]
     max_batch_size, engine_batch_size = batch_sizes(bundle, engine, cfg.get("max_batch_size"))
     chw = tuple(int(bundle.preprocessing[k]) for k in ("channels", "height", "width"))
     api = ClassifierAPI(
         bundle=str(bundle.directory),
-        backend=cfg.get("backend"),
+        backend=engine,
         max_batch_size=max_batch_size,
         engine_batch_size=engine_batch_size,
         batch_timeout=float(cfg.batch_timeout),
