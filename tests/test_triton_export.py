@@ -17,6 +17,7 @@ import torch
 from google.protobuf import text_format
 from PIL import Image
 
+from project.config import UserError
 from project.deploy.backends.eager import EagerBackend
 from project.deploy.backends.onnxruntime import OnnxRuntimeBackend
 from project.deploy.backends.openvino import OpenVinoBackend
@@ -205,6 +206,13 @@ def test_cli_writes_the_repository_and_refuses_bad_options(bundle: Path, tmp_pat
     for message, overrides in cases.items():
         proc = run_cli("export", f"bundle={bundle}", *overrides, log_dir=tmp_path / "logs", check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-500:]
+
+
+def test_a_max_batch_above_the_verified_range_is_refused(bundle: Path, tmp_path: Path) -> None:
+    """Triton would serve batches parity never checked: refused in one line, nothing written."""
+    with pytest.raises(UserError, match=rf"triton.max_batch_size={2 * max(BENCHMARKED)} is above the largest batch"):
+        run_export(bundle, tmp_path / "models", f"triton.max_batch_size={2 * max(BENCHMARKED)}")
+    assert not (tmp_path / "models" / "digits_cnn").exists()
 
 
 @pytest.mark.gpu

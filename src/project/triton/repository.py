@@ -39,7 +39,7 @@ class TritonSettings:
 
     model_name: str | None = None  # null: the bundle's model name (as served over V2)
     engine: str | None = None  # a bundle engine name; null: the one the deploy step chose
-    max_batch_size: int | None = None  # null: the largest benchmarked batch (64 without a benchmark)
+    max_batch_size: int | None = None  # null: the largest batch parity verified (64 when the bundle knows none)
     max_queue_delay_us: int = 2000
     instances: int = 1
     instance_kind: str = "auto"  # auto (GPU for TensorRT, else CPU), cpu or gpu
@@ -162,9 +162,11 @@ def write_repository(bundle: Bundle, out: str | Path, s: TritonSettings) -> dict
         raise UserError(f"{out} already has model(s) {taken}: pass triton.overwrite=true or another out=")
     record = engine_record(bundle, s.engine)
     batches = benchmarked_batches(bundle, record["name"])
-    max_batch = int(s.max_batch_size or (max(batches) if batches else DEFAULT_MAX_BATCH))
+    limit = bundle.batch_limit(record["name"])  # parity was checked up to this batch size
+    max_batch = int(s.max_batch_size or limit or (max(batches) if batches else DEFAULT_MAX_BATCH))
     if max_batch < 1:
         raise UserError(f"triton.max_batch_size must be at least 1, got {max_batch}")
+    bundle.check_batch_size(max_batch, record["name"], "triton.max_batch_size")
     preferred = [b for b in batches if 1 < b <= max_batch]
 
     # each model folder is built beside its final place and swapped in by renames (`atomic_dir`) only
