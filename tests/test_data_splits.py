@@ -105,3 +105,29 @@ def test_prepare_records_the_rule_names_small_classes_and_rebuilds_an_old_set(tm
     with caplog.at_level(logging.INFO, logger="project.data.prepare"):
         assert prepare().prepared()["key"] == rebuilt["key"]
     assert not caplog.records  # current now: reused, nothing said
+
+
+def test_a_trained_model_is_never_tested_on_a_re_split_set(tmp_path: Path) -> None:
+    """`eval`/`benchmark` rebuild the data module a checkpoint recorded. If its prepared set was made by an
+    older split rule, re-splitting it would put training images in the test split: refused in one line,
+    and the set is left as it was. Training on the same folder still rebuilds it."""
+    import pytest
+    from omegaconf import OmegaConf
+
+    from project.config import UserError
+    from project.data.from_run import data_record, datamodule_for_checkpoint
+
+    root = class_folder(tmp_path / "imgs", per_class=12)
+    kwargs = {"root": str(root), "data_dir": str(tmp_path / "data"), "image_size": 8, "workers": 1, **FRACTIONS}
+    trained = ImageFolderDataModule(**kwargs)
+    meta = trained.prepared()
+    old = {k: v for k, v in meta.items() if k != "split_rule"}  # as a set made by rule 1 records it
+    (trained.prepared_dir / "meta.json").write_text(json.dumps(old))
+
+    record = data_record(trained, tmp_path / "run")
+    cfg = OmegaConf.create({"data": None, "ckpt_path": str(tmp_path / "run" / "checkpoints" / "best.ckpt")})
+    tested = datamodule_for_checkpoint(cfg, {"state_dict": {}, **record})
+    with pytest.raises(UserError, match=r"split by rule 1, and the model was trained on those splits"):
+        tested.setup("test")
+    assert json.loads((trained.prepared_dir / "meta.json").read_text()) == old  # not rebuilt
+    assert ImageFolderDataModule(**kwargs).prepared()["split_rule"]["version"] == SPLIT_RULE_VERSION  # training

@@ -159,7 +159,15 @@ def build_saved_datamodule(config: Mapping[str, Any], where: str) -> Any:
 
 def datamodule_for_checkpoint(cfg: DictConfig, checkpoint: Mapping[str, Any] | None = None) -> Any | None:
     """The data module for testing `cfg.ckpt_path`: the user's `data=NAME` if given, else the one the
-    checkpoint recorded, else (an older checkpoint) its run's saved config; None when there is none."""
+    checkpoint recorded, else (an older checkpoint) its run's saved config; None when there is none. It
+    keeps its splits (`keep_splits`): a prepared set is never re-split under a trained model."""
+    datamodule = _datamodule_for_checkpoint(cfg, checkpoint)
+    if datamodule is not None:
+        datamodule.keep_splits = True
+    return datamodule
+
+
+def _datamodule_for_checkpoint(cfg: DictConfig, checkpoint: Mapping[str, Any] | None) -> Any | None:
     if cfg.get("data") is not None:
         return build_datamodule(cfg.data)
     if not cfg.get("ckpt_path"):

@@ -95,7 +95,13 @@ class ImageFolderDataModule(TensorImageDataModule):
         """The prepared set's meta.json, preparing it first when missing or stale (once per process)."""
         if self._meta is None:
             meta = ensure_prepared(
-                self.source, self.is_csv, self.settings, self.prepared_dir, self.on_bad_file, self.workers
+                self.source,
+                self.is_csv,
+                self.settings,
+                self.prepared_dir,
+                self.on_bad_file,
+                self.workers,
+                keep_splits=self.keep_splits,
             )
             if self._stats_from_card:
                 self.hparams["mean"], self.hparams["std"] = list(meta["mean"]), list(meta["std"])

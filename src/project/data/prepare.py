@@ -134,8 +134,11 @@ def ensure_prepared(
     directory: Path,
     on_bad_file: str = "skip",
     workers: int | None = None,
+    keep_splits: bool = False,
 ) -> dict[str, Any]:
-    """The prepared set's meta.json, building the set first when it is missing or stale."""
+    """The prepared set's meta.json, building the set first when it is missing or stale. `keep_splits`
+    (testing a trained model: `eval`, `benchmark`): a set made by an older split rule is refused, not
+    re-split, since re-splitting would put some of the model's training images in its test split."""
     if on_bad_file not in ("skip", "fail"):
         raise UserError(f"data.on_bad_file={on_bad_file!r} must be skip or fail")
     scan = scan_source(source, is_csv)
@@ -152,6 +155,12 @@ def ensure_prepared(
             # building would replace it: never delete a folder this project did not write
             raise UserError(
                 f"data.prepared_dir={directory} holds files but no prepared set ({META}): give a new or empty folder"
+            )
+        if keep_splits and meta is not None and split_rule_of(meta) != SPLIT_RULE_VERSION:
+            raise UserError(
+                f"the prepared set {directory} was split by rule {split_rule_of(meta)}, and the model was trained "
+                f"on those splits; re-splitting it (rule {SPLIT_RULE_VERSION}) would test on training images: "
+                "retrain with python -m project.train, or pass data=... to test on other data"
             )
         level = logging.WARNING if reason.startswith("made by split rule") else logging.INFO
         log.log(level, "preparing %s → %s (prepared set %s)", source, directory, reason)

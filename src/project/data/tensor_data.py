@@ -96,6 +96,9 @@ class TensorImageDataModule(L.LightningDataModule):
     # hyper-parameters that name a file or folder: the checkpoint records them absolute (or relative to
     # the run folder, for one inside it), so `eval`/`benchmark` find the same data from any folder
     path_hparams: tuple[str, ...] = ()
+    # set on a data module rebuilt to test a trained model (`eval`, `benchmark`): its splits must be the
+    # ones the model was trained on, never re-split (see `project.data.prepare.ensure_prepared`)
+    keep_splits: bool = False
 
     def __init__(
         self,
