@@ -144,8 +144,8 @@ def _split_rule_line(rule: dict[str, Any], settings: dict[str, Any]) -> str:
     return (
         f"**Splits** (rule {rule['version']}): where no split folder or column says otherwise, each file goes by a "
         f"hash of `split_seed` ({settings['split_seed']}) and its relative path, so adding, removing or renaming "
-        "other files never moves it. Small classes (val or test fraction × images < 1), which took the minimum "
-        f"rule instead (one image each for test and val where the class can spare one): {small}."
+        "other files never moves it. Classes the hash left without a test, val or train image, where the minimum "
+        f"rule moved one or two files (a test and a val image where the class can spare them): {small}."
     )
 
 

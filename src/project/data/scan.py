@@ -8,8 +8,8 @@ Two sources, listed by `project.inputs` (its rules for hidden files, image suffi
 Images without a split (a class-only folder, a CSV without `split`) and the train images of a layout
 that lacks val or test are split by `assign_splits` (split rule 2): each file by a seeded hash of its
 relative path alone, against the fraction thresholds, so adding, removing or renaming other files never
-moves it. Only a class too small for the hash to be expected to give val and test an image each uses a
-minimum rule (see `is_small_class`); the data card names those classes. Rule 1 cut each class by rank
+moves it. Only where the hash leaves a class without a test, val or train image does a minimum rule move
+one or two of its files (see `top_up`); the data card names those classes. Rule 1 cut each class by rank
 and a count, so one added image could move others test → val → train (a prepared set made by it is rebuilt).
 """
 
@@ -138,32 +138,36 @@ def hashed_split(point: float, val_fraction: float, test_fraction: float) -> str
     return "test" if point < test_fraction else "val" if point < test_fraction + val_fraction else "train"
 
 
-def is_small_class(n: int, val_fraction: float, test_fraction: float) -> bool:
-    """A class of `n` images to split is small when, for a fraction that is carved (> 0), n × fraction < 1:
-    the hash is not expected to give that split even one image."""
-    return any(fraction > 0 and n * fraction < 1 for fraction in (val_fraction, test_fraction))
+def top_up(pool: list[Entry], points: dict[int, float], carve_val: float, carve_test: float) -> bool:
+    """The minimum rule, after the hash: a class the hash left without a test image (or a val image) gives
+    one, from its train files with the smallest hash points, where it can spare it (3+ images for test,
+    2 left in train for val); a class the hash left without a train image takes back the non-train file
+    with the largest point. Only these few files depend on the rest of the class; True if any moved."""
 
+    def rank(entry: Entry) -> tuple[float, str]:
+        return points[id(entry)], entry.relpath
 
-def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
-    """(val, test) images out of a class's `n`: the fractions rounded, at least one each where the class
-    can spare it, and always at least one image left for training."""
-    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
-    if test_fraction > 0 and n_test == 0 and n >= 3:
-        n_test = 1
-    if val_fraction > 0 and n_val == 0 and n - n_test >= 2:
-        n_val = 1
-    while n_test + n_val >= n and n_test + n_val > 0:
-        if n_test >= n_val:
-            n_test -= 1
-        else:
-            n_val -= 1
-    return n_val, n_test
+    def smallest(split: str) -> Entry:
+        return min((e for e in pool if e.split == split), key=rank)
+
+    def count(split: str) -> int:
+        return sum(e.split == split for e in pool)
+
+    moved = False
+    if count("train") == 0 and len(pool) > 0:
+        last = max(pool, key=rank)
+        last.split, moved = "train", True
+    if carve_test > 0 and count("test") == 0 and len(pool) >= 3 and count("train") >= 2:
+        smallest("train").split, moved = "test", True
+    if carve_val > 0 and count("val") == 0 and count("train") >= 2:
+        smallest("train").split, moved = "val", True
+    return moved
 
 
 def assign_splits(entries: list[Entry], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
-    """Give every entry a split, in place (see the module docstring); return the small classes, which took
-    the minimum rule: the fractions rounded, at least one image each for val and test where the class can
-    spare it and one left for train, the files with the smallest hash points going to test, then val."""
+    """Give every entry a split, in place (see the module docstring): the seeded hash of its path against
+    the fractions, then the minimum rule (`top_up`) for a class the hash left without a test, val or train
+    image. Returns the classes the minimum rule changed (the data card names them)."""
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
             raise UserError(f"data.{name}={value} must be in [0, 1)")
@@ -181,13 +185,8 @@ def assign_splits(entries: list[Entry], val_fraction: float, test_fraction: floa
     small = []
     for label in sorted(pools):
         points = {id(e): split_point(seed, e.relpath) for e in pools[label]}
-        if not is_small_class(len(pools[label]), carve_val, carve_test):
-            for entry in pools[label]:
-                entry.split = hashed_split(points[id(entry)], carve_val, carve_test)
-            continue
-        small.append(label)
-        pool = sorted(pools[label], key=lambda e: (points[id(e)], e.relpath))
-        n_val, n_test = _counts(len(pool), carve_val, carve_test)
-        for i, entry in enumerate(pool):
-            entry.split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+        for entry in pools[label]:
+            entry.split = hashed_split(points[id(entry)], carve_val, carve_test)
+        if top_up(pools[label], points, carve_val, carve_test):
+            small.append(label)
     return small
