@@ -154,3 +154,27 @@ def test_cli_usage_errors_before_starting_ray(onnx_bundle: Path, tmp_path: Path)
         (tmp_path / "a.png").write_bytes(b"x")
         proc = run_cli("predict", *args, log_dir=tmp_path / "logs", check=False, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-500:]
+
+
+def test_the_summary_names_the_engine_the_actors_loaded(
+    ray_address: str, digits_model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A bundle whose chosen engine cannot load here (a kind this install does not know): with no
+    `backend=`, the engine is resolved on the driver, every actor loads exactly it, and the summary names it."""
+    from project.deploy.backends import BACKENDS
+
+    class Foreign(EagerBackend):
+        kind = "foreign_test"
+
+    net, data = digits_model
+    eager = EagerBackend()
+    with monkeypatch.context() as m:  # known where the bundle was written, unknown here and on the actors
+        m.setitem(BACKENDS, Foreign.kind, Foreign)
+        foreign = Foreign()
+        engines = [(foreign, foreign.build(net, torch.zeros(1, 1, 8, 8), 8)), (eager, eager.build(net, None, 0))]
+        bundle = write_bundle(tmp_path / "deploy", net, NET_CONFIG, data.input_spec(), engines)
+    listing = tmp_path / "one.txt"
+    save_pngs(tmp_path / "png", *digit_samples(data, 4))
+    listing.write_text("".join(f"{p}\n" for p in sorted((tmp_path / "png").rglob("*.png"))))
+    summary = run_predict(bundle, listing, tmp_path, [f"output={tmp_path}/out", "runner=ray", "ray.concurrency=1"])
+    assert summary["backend"] == "eager" and summary["count"] == 4 and summary["failed"] == 0

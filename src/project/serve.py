@@ -34,7 +34,7 @@ def check_settings(cfg: DictConfig) -> None:
     """Every setting that can be wrong, one clear line each, before anything starts."""
     if not cfg.get("bundle"):
         raise UserError("bundle is required: pass bundle=PATH/TO/<run>/deploy")
-    if int(cfg.max_batch_size or 1) < 1 or float(cfg.batch_timeout) < 0:
+    if (cfg.max_batch_size is not None and int(cfg.max_batch_size) < 1) or float(cfg.batch_timeout) < 0:
         raise UserError("max_batch_size must be ≥ 1 and batch_timeout ≥ 0")
     if not 1 <= int(cfg.topk) <= int(cfg.max_topk):
         raise UserError(f"topk={cfg.topk} must be between 1 and max_topk={cfg.max_topk}")

@@ -176,8 +176,12 @@ def predict_on_ray(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
     bundle = Bundle.open(find_bundle(cfg.bundle))  # a bad bundle is one line here, not an error in every actor
     if cfg.get("backend"):
         bundle.check_engine_name(str(cfg.backend))  # each actor loads exactly this engine, or fails
+        engine = str(cfg.backend)
+    else:  # resolved here, so every actor loads the same engine and the summary names it (pass backend=
+        # for an engine only the actors' nodes can load, e.g. TensorRT from a CPU-only driver)
+        engine = bundle.engine()[0]
     if cfg.get("batch_size") is not None:
-        bundle.check_batch_size(int(cfg.batch_size), cfg.get("backend"), "batch_size")
+        bundle.check_batch_size(int(cfg.batch_size), engine, "batch_size")
     output = prepare_output(cfg.get("output"), fmt, bool(settings.get("overwrite", False)))
 
     with ray_session(settings.get("address"), settings.get("num_cpus")):
@@ -187,7 +191,7 @@ def predict_on_ray(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
             BundlePredictor,
             fn_constructor_kwargs={
                 "bundle": str(bundle.directory.resolve()),
-                "backend": cfg.get("backend"),
+                "backend": engine,
                 "batch_size": None if cfg.get("batch_size") is None else int(cfg.batch_size),
                 "max_pixels": int(cfg.max_pixels),
                 "threads": max(1, int(sizes["num_cpus_per_actor"])),
@@ -213,7 +217,7 @@ def predict_on_ray(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
         failed,
         seconds,
         runner="ray",
-        backend=cfg.get("backend") or bundle.info.get("chosen", "eager"),
+        backend=engine,
         bundle=str(bundle.directory),
         output=output,
         format=fmt,
