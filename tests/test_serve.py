@@ -174,6 +174,8 @@ def test_an_engine_or_batch_the_bundle_cannot_give_is_refused_before_starting(
         build_server(compose_cfg("serve", [f"bundle={pipeline_bundle}", "backend=openvino"]))
     with pytest.raises(UserError, match=r"^max_batch_size=9 is above the largest batch .*\(8: parity checked"):
         build_server(compose_cfg("serve", [f"bundle={pipeline_bundle}", "max_batch_size=9"]))
+    with pytest.raises(UserError, match=r"^max_batch_size must be ≥ 1"):  # not LitServe's traceback
+        build_server(compose_cfg("serve", [f"bundle={pipeline_bundle}", "max_batch_size=0"]))
 
 
 def test_an_unnamed_engine_is_resolved_before_the_workers_so_info_names_the_fallback(
