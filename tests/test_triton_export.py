@@ -208,6 +208,28 @@ def test_cli_writes_the_repository_and_refuses_bad_options(bundle: Path, tmp_pat
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-500:]
 
 
+def test_a_named_engine_triton_cannot_run_is_refused_not_swapped(
+    digits_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`triton.engine=NAME` exports exactly that engine: one Triton has no backend for is refused in one
+    line, never replaced by ONNX from the weights (left unset, the chosen engine may still fall back)."""
+    from project.deploy.backends import BACKENDS
+
+    class Foreign(EagerBackend):
+        kind = "foreign_test"
+
+    net, data = digits_model
+    with monkeypatch.context() as m:
+        m.setitem(BACKENDS, Foreign.kind, Foreign)
+        engines = [(b, b.build(net, torch.zeros(2, 1, 8, 8), 8)) for b in (Foreign(), EagerBackend())]
+        bundle = write_bundle(tmp_path / "deploy", net, NET_CONFIG, data.input_spec(), engines)
+    with pytest.raises(UserError, match=r"^triton.engine=foreign_test: Triton has no backend for a foreign_test"):
+        run_export(bundle, tmp_path / "models", "triton.engine=foreign_test")
+    assert not (tmp_path / "models" / "digits_cnn").exists()
+    run_export(bundle, tmp_path / "models")  # unset: the chosen engine falls back to ONNX, with a note
+    assert (tmp_path / "models" / "digits_cnn" / "1" / "model.onnx").is_file()
+
+
 def test_a_max_batch_above_the_verified_range_is_refused(bundle: Path, tmp_path: Path) -> None:
     """Triton would serve batches parity never checked: refused in one line, nothing written."""
     with pytest.raises(UserError, match=rf"triton.max_batch_size={2 * max(BENCHMARKED)} is above the largest batch"):

@@ -33,14 +33,21 @@ class PlacedEngine:
 
 def engine_record(bundle: Bundle, name: str | None) -> dict[str, Any]:
     """The bundle's record for engine `name` (default: the chosen one); the baseline (eager fp32, built from
-    the weights) is always there."""
+    the weights) is always there. A named engine Triton cannot run as it is (no backend for its kind, and
+    not the baseline, whose fp32 weights ONNX carries exactly) is refused, never swapped for another."""
     baseline = baseline_backend()
     records = [*bundle.info.get("engines", []), {**baseline.spec, "files": []}]
-    name = name or bundle.info.get("chosen") or baseline.name
-    for record in records:
-        if record["name"] == name:
-            return record
-    raise BundleError(f"bundle has no engine {name!r}; it has {[r['name'] for r in records]}")
+    wanted = name or bundle.info.get("chosen") or baseline.name
+    record = next((r for r in records if r["name"] == wanted), None)
+    if record is None:
+        raise BundleError(f"bundle has no engine {wanted!r}; it has {[r['name'] for r in records]}")
+    if name and record["kind"] not in PLACERS and record["name"] != baseline.name:
+        runnable = [r["name"] for r in records if r["kind"] in PLACERS or r["name"] == baseline.name]
+        raise BundleError(
+            f"triton.engine={name}: Triton has no backend for a {record['kind']} engine; pick one of {runnable} "
+            "(eager: the fp32 weights as ONNX), or leave triton.engine unset"
+        )
+    return record
 
 
 def example_batch(bundle: Bundle, dtype: torch.dtype = torch.float32) -> torch.Tensor:
