@@ -53,8 +53,8 @@ benchmark-data: $(STAMP)  ## preparing a folder of JPEG photos vs a plain Pillow
 soak: $(STAMP)  ## bounded serving soak (10,000 requests, 16 clients, 10 % malformed) on the newest bundle
 	$(PY) benchmarks/serve_load.py --soak --requests 10000 --clients 16 $(ARGS)
 
-docs: $(STAMP)  ## serve the documentation site on 127.0.0.1:8000, rebuilt on every change
-	$(VENV)/bin/mkdocs serve
+docs: $(STAMP)  ## serve the documentation site on 127.0.0.1:8001 (8000 is project.serve's), rebuilt on every change
+	$(VENV)/bin/mkdocs serve -a 127.0.0.1:8001
 
 docs-build: $(STAMP)  ## build the site into site/, strictly: a broken link or a missing page fails
 	$(VENV)/bin/mkdocs build --strict
