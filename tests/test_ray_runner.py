@@ -154,3 +154,19 @@ def test_cli_usage_errors_before_starting_ray(onnx_bundle: Path, tmp_path: Path)
         (tmp_path / "a.png").write_bytes(b"x")
         proc = run_cli("predict", *args, log_dir=tmp_path / "logs", check=False, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-500:]
+
+
+def test_an_engine_that_runs_code_loads_only_when_trusted(digits_model, tmp_path: Path, monkeypatch) -> None:
+    """`predict` passes trust_native_code on; runner=ray refuses a named engine that runs code in the driver,
+    in one line, before any actor could load it."""
+    from tests.test_predictor import native_bundle
+
+    bundle, marker = native_bundle(digits_model, tmp_path, monkeypatch)
+    listing = tmp_path / "one.txt"
+    listing.write_text("missing.png\n")
+    with pytest.raises(UserError, match=r"^not loading engine native_test: .*trust_native_code=true"):
+        run_predict(bundle, listing, tmp_path, ["runner=ray", "backend=native_test", f"output={tmp_path}/out"])
+    run_predict(bundle, listing, tmp_path, [f"output={tmp_path}/a.jsonl"])
+    assert not marker.exists()  # the local runner skipped it too
+    run_predict(bundle, listing, tmp_path, [f"output={tmp_path}/b.jsonl", "trust_native_code=true"])
+    assert marker.exists()
