@@ -60,7 +60,7 @@ def test_predictions_equal_eager_model_on_the_same_tensors(digits_bundle: Path, 
     names = [r["name"] for r in Predictor.load(digits_bundle).bundle.info["engines"]]
     assert "eager" in names
     for name in names:  # every engine the bundle holds, each against the eager fp32 network
-        predictor = Predictor.load(digits_bundle, backend=name, batch_size=5)
+        predictor = Predictor.load(digits_bundle, backend=name, batch_size=5, trust_native_code=True)  # built here
         assert predictor.backend == name
         batch = predictor.preprocess(inputs)
         assert batch.shape == (len(inputs), 1, 8, 8) and batch.dtype == torch.float32
@@ -365,6 +365,55 @@ def test_a_named_engine_that_cannot_load_is_refused_not_replaced(
     with pytest.raises(BundleError, match=r"engine 'broken_test' cannot load here .*engine\.plan"):
         Predictor.load(bundle, backend="broken_test")
     assert Predictor.load(bundle).backend == "eager"  # unnamed: the fallback order, as before
+
+
+class NativeBackend(EagerBackend):
+    """Stands in for an AOTInductor package: its `_load` would run code from the bundle's files, so here it
+    writes `marker` instead, and a test sees whether that code would have run."""
+
+    kind = "native_test"
+    loads_native_code = True
+    native_code = "a compiled library, loading it runs its code"
+    marker: Path | None = None
+
+    def _load(self, directory: Path, net, threads):
+        type(self).marker.write_text("ran")
+        return super()._load(directory, net, threads)
+
+
+def native_bundle(digits_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A bundle whose chosen engine runs code when loaded, then eager; and the marker its loading writes."""
+    monkeypatch.setitem(BACKENDS, NativeBackend.kind, NativeBackend)
+    monkeypatch.setattr(NativeBackend, "marker", tmp_path / "ran")
+    return _bundle_with([NativeBackend(name="native_test")], digits_model, tmp_path), tmp_path / "ran"
+
+
+def test_an_engine_that_runs_code_loads_only_when_trusted(
+    digits_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    bundle, marker = native_bundle(digits_model, tmp_path, monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        predictor = Predictor.load(bundle)  # unnamed: skipped, unopened, in the fallback order
+    assert predictor.bundle.info["chosen"] == "native_test" and predictor.backend == "eager"
+    assert not marker.exists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "engine fallback to eager (native_test: a compiled library, loading it runs its code; "
+        "pass trust_native_code=true for a bundle you built or trust)"
+    ]
+    with pytest.raises(BundleError, match=r"^not loading engine native_test: .*pass trust_native_code=true"):
+        Predictor.load(bundle, backend="native_test")
+    assert not marker.exists()
+    assert Predictor.load(bundle, trust_native_code=True).backend == "native_test" and marker.exists()
+    assert Predictor.load(bundle, backend="native_test", trust_native_code=True).backend == "native_test"
+
+
+def test_compiled_engines_declare_that_loading_them_runs_code() -> None:
+    """AOTInductor packages are dlopened; a TensorRT program is `torch.export.load`ed, which unpickles with
+    weights_only=False. ONNX, OpenVINO IR and the safetensors weights are data."""
+    runs_code = {kind for kind, cls in BACKENDS.items() if cls.loads_native_code}
+    assert runs_code == {"inductor", "tensorrt"}
+    assert all(BACKENDS[kind].native_code for kind in runs_code)
 
 
 def test_batch_size_is_held_to_the_verified_range(pipeline_bundle: Path) -> None:

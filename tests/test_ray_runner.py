@@ -178,3 +178,19 @@ def test_the_summary_names_the_engine_the_actors_loaded(
     listing.write_text("".join(f"{p}\n" for p in sorted((tmp_path / "png").rglob("*.png"))))
     summary = run_predict(bundle, listing, tmp_path, [f"output={tmp_path}/out", "runner=ray", "ray.concurrency=1"])
     assert summary["backend"] == "eager" and summary["count"] == 4 and summary["failed"] == 0
+
+
+def test_an_engine_that_runs_code_loads_only_when_trusted(digits_model, tmp_path: Path, monkeypatch) -> None:
+    """`predict` passes trust_native_code on; runner=ray refuses a named engine that runs code in the driver,
+    in one line, before any actor could load it."""
+    from tests.test_predictor import native_bundle
+
+    bundle, marker = native_bundle(digits_model, tmp_path, monkeypatch)
+    listing = tmp_path / "one.txt"
+    listing.write_text("missing.png\n")
+    with pytest.raises(UserError, match=r"^not loading engine native_test: .*trust_native_code=true"):
+        run_predict(bundle, listing, tmp_path, ["runner=ray", "backend=native_test", f"output={tmp_path}/out"])
+    run_predict(bundle, listing, tmp_path, [f"output={tmp_path}/a.jsonl"])
+    assert not marker.exists()  # the local runner skipped it too
+    run_predict(bundle, listing, tmp_path, [f"output={tmp_path}/b.jsonl", "trust_native_code=true"])
+    assert marker.exists()

@@ -203,3 +203,21 @@ def test_an_unnamed_engine_is_resolved_before_the_workers_so_info_names_the_fall
     server = build_server(compose_cfg("serve", [f"bundle={bundle}"]))
     assert server.model_metadata["engine"] == "eager"
     assert server.lit_api.backend == "eager"  # the workers load exactly what /info says
+
+
+def test_an_engine_that_runs_code_is_served_only_when_trusted(
+    compose_cfg, digits_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve resolves the unnamed engine in its own process: without trust_native_code=true an engine whose
+    files run code when loaded (an inductor package) is skipped there, unopened, and the workers get the next."""
+    from tests.test_predictor import native_bundle
+
+    bundle, marker = native_bundle(digits_model, tmp_path, monkeypatch)
+    server = build_server(compose_cfg("serve", [f"bundle={bundle}"]))
+    assert server.model_metadata["engine"] == "eager" and server.lit_api.backend == "eager"
+    assert not server.lit_api.trust_native_code and not marker.exists()
+    with pytest.raises(UserError, match=r"^not loading engine native_test: .*trust_native_code=true"):
+        build_server(compose_cfg("serve", [f"bundle={bundle}", "backend=native_test"]))
+    trusted = build_server(compose_cfg("serve", [f"bundle={bundle}", "trust_native_code=true"]))
+    assert trusted.model_metadata["engine"] == "native_test" and trusted.lit_api.trust_native_code
+    assert marker.exists()

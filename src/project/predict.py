@@ -77,6 +77,7 @@ def predict_locally(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
         backend=cfg.get("backend"),
         batch_size=None if batch_size is None else int(batch_size),
         max_pixels=int(cfg.max_pixels),
+        trust_native_code=cfg.get("trust_native_code") is True,
     )
     failures = 0
     start = time.perf_counter()

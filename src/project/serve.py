@@ -78,11 +78,12 @@ def build_server(cfg: DictConfig) -> Any:
     bundle = Bundle.open(find_bundle(cfg.bundle))  # verifies the manifest before any worker starts
     Preprocessor.from_spec(bundle.preprocessing)
     model_name = str(cfg.get("model_name") or bundle.model_name)
+    trust_native_code = cfg.get("trust_native_code") is True
     if cfg.get("backend"):
-        bundle.check_engine_name(str(cfg.backend))  # one line here, not a worker that dies loading it
+        bundle.check_engine_name(str(cfg.backend), trust_native_code)  # one line here, not a worker that dies
         engine = str(cfg.backend)  # a named engine loads exactly or not at all
     else:  # the engine the fallback order gives on this host, resolved here: /info names what the workers load
-        engine = bundle.engine(threads=cfg.get("threads"))[0]
+        engine = bundle.engine(threads=cfg.get("threads"), trust_native_code=trust_native_code)[0]
     max_batch_size, engine_batch_size = batch_sizes(bundle, engine, cfg.get("max_batch_size"))
     chw = tuple(int(bundle.preprocessing[k]) for k in ("channels", "height", "width"))
     api = ClassifierAPI(
@@ -94,6 +95,7 @@ def build_server(cfg: DictConfig) -> Any:
         max_pixels=int(cfg.max_pixels),
         threads=cfg.get("threads"),
         model_name=model_name,
+        trust_native_code=trust_native_code,
     )
     requests = {
         "api_path": API_PATH,

@@ -35,6 +35,7 @@ from torch import nn
 
 from project.atomic import atomic_dir
 from project.config import UserError
+from project.deploy import backends
 from project.deploy.backends import Backend, Engine, backend_from_spec, baseline_backend, library_versions
 from project.deploy.results import BenchmarkReport
 from project.models.from_config import build_net, check_net_config
@@ -71,11 +72,11 @@ def write_bundle(
     verified_batch_sizes: Sequence[int] | None = None,
     pictures: Sequence[Path] = (),
 ) -> Path:
-    """Write a bundle. `engines` come in preference order (the chosen one first); eager fp32 is always
-    the last resort, so the bundle loads on any machine. `verified_batch_sizes`: the batch sizes parity
-    checked every engine at; the largest is the most a predictor or server may run at once. `pictures`: PNGs
-    for the serving page, copied into `pictures/`. Written to a
-    temporary folder first, then moved into place, so a failure never leaves half a bundle."""
+    """Write a bundle. `engines` come in preference order (the chosen one first); eager fp32 is always the
+    last resort, so the bundle loads on any machine. `verified_batch_sizes`: the batch sizes parity checked
+    every engine at; the largest is the most a predictor or server may run at once. `pictures`: PNGs for the
+    serving page, copied into `pictures/`. Written to a temporary folder, then moved into place: a failure
+    never leaves half a bundle."""
     directory = Path(directory)
     # swapped in by renames (`atomic_dir`): a kill at any point leaves the old bundle, the new one, or no
     # `directory` at all (refused with "bundle not found"), never a mix; the manifest is written last
@@ -243,21 +244,29 @@ class Bundle:
         baseline = baseline_backend().name
         return names if baseline in names else [*names, baseline]
 
-    def check_engine_name(self, name: str) -> None:
-        """Refuse, in one line naming the engines it has, a name this bundle cannot load."""
+    def check_engine_name(self, name: str, trust_native_code: bool = False) -> None:
+        """Refuse in one line a name this bundle lacks, or, unless trusted, an engine whose files run code."""
         if name not in self.engine_names:
             raise BundleError(f"bundle has no engine {name!r}; it has {', '.join(self.engine_names)}")
+        record = next((r for r in self.info.get("engines", []) if r["name"] == name), {})
+        if refusal := backends.native_code_refusal(record, trust_native_code):
+            raise BundleError(f"not loading engine {refusal}")
 
-    def engine(self, backend: str | None = None, threads: int | None = None) -> tuple[str, Engine]:
+    def engine(
+        self, backend: str | None = None, threads: int | None = None, trust_native_code: bool = False
+    ) -> tuple[str, Engine]:
         """Load `backend` by name, exactly that one: a name the bundle lacks, or an engine that cannot load
         here, is refused with one line. With no name: the chosen engine, falling back along the bundle's
         list, then to eager fp32, saying once which engine it fell back to and why. `threads` pins the
-        engine's own thread pool (None = the library's default): a server sharing a small host sets it."""
-        records = list(self.info.get("engines", []))
+        engine's own thread pool (None = the library's default): a server sharing a small host sets it.
+        Engines whose files run code when loaded load only with `trust_native_code` (else skipped, unopened)."""
         if backend is not None:
-            return backend, self._requested_engine(backend, records, threads)
+            return backend, self._requested_engine(backend, threads, trust_native_code)
         failures = []
-        for record in records:
+        for record in self.info.get("engines", []):
+            if refusal := backends.native_code_refusal(record, trust_native_code):
+                failures.append(refusal)
+                continue
             try:
                 engine = self._load(record, threads)
             except Exception as exc:
@@ -270,9 +279,9 @@ class Bundle:
             log.warning("engine fallback to eager fp32 (%s)", "; ".join(failures))
         return baseline_backend().name, self._baseline(threads)
 
-    def _requested_engine(self, name: str, records: list[dict[str, Any]], threads: int | None) -> Engine:
-        self.check_engine_name(name)
-        record = next((r for r in records if r["name"] == name), None)
+    def _requested_engine(self, name: str, threads: int | None, trust_native_code: bool) -> Engine:
+        self.check_engine_name(name, trust_native_code)
+        record = next((r for r in self.info.get("engines", []) if r["name"] == name), None)
         if record is None:
             return self._baseline(threads)  # the baseline, from the weights file every bundle has
         try:

@@ -104,22 +104,26 @@ class Predictor:
         batch_size: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
+        trust_native_code: bool = False,
     ) -> Predictor:
         """Open and verify a bundle (`<run>/deploy`, or the run folder itself) and load its engine.
 
         `backend` picks one of the bundle's engines by name, or `eager` for the fp32 weights (default: the
         one the deploy step chose). `batch_size`: images per engine call, at most the largest batch the
         bundle was verified at (None: 64, or that limit if lower). `threads` sizes the engine's own thread
-        pool (ONNX Runtime, OpenVINO; eager PyTorch follows `torch.set_num_threads`). Raises `BundleError`
-        (a `UserError`) when the bundle is missing, incomplete or changed, lacks `backend` or cannot load
-        it here, or when `batch_size` is above its verified range.
+        pool (ONNX Runtime, OpenVINO; eager PyTorch follows `torch.set_num_threads`). `trust_native_code`:
+        also load engines whose files run code when loaded (an inductor package's compiled library, a
+        TensorRT program torch unpickles); without it they are skipped, or refused by name, since whoever
+        can edit a bundle can replace them. Raises `BundleError` (a `UserError`) when the bundle is
+        missing, incomplete or changed, lacks `backend` or cannot load it here (or it runs code and is not
+        trusted), or when `batch_size` is above its verified range.
         """
         bundle = Bundle.open(find_bundle(bundle_dir))
         try:
             preprocessor = Preprocessor.from_spec(bundle.preprocessing, max_pixels=max_pixels)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{bundle.directory}/preprocessing.json is not usable: {exc}") from None
-        name, engine = bundle.engine(backend, threads=threads)
+        name, engine = bundle.engine(backend, threads=threads, trust_native_code=trust_native_code)
         if batch_size is None:
             batch_size = min(DEFAULT_BATCH_SIZE, bundle.batch_limit(name) or DEFAULT_BATCH_SIZE)
         bundle.check_batch_size(batch_size, name, "batch_size")

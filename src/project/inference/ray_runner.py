@@ -69,6 +69,7 @@ class BundlePredictor:
         threads: int,
         topk: int,
         root: str,
+        trust_native_code: bool = False,
     ) -> None:
         import torch
 
@@ -76,7 +77,12 @@ class BundlePredictor:
 
         torch.set_num_threads(threads)  # eager engines; ONNX Runtime/OpenVINO take `threads` below
         self.predictor = Predictor.load(
-            bundle, backend=backend, batch_size=batch_size, max_pixels=max_pixels, threads=threads
+            bundle,
+            backend=backend,
+            batch_size=batch_size,
+            max_pixels=max_pixels,
+            threads=threads,
+            trust_native_code=trust_native_code,
         )
         self.topk, self.root = topk, root
 
@@ -174,12 +180,13 @@ def predict_on_ray(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
     except ImportError:
         raise UserError("runner=ray needs Ray: pip install '.[scale]'") from None
     bundle = Bundle.open(find_bundle(cfg.bundle))  # a bad bundle is one line here, not an error in every actor
+    trust_native_code = cfg.get("trust_native_code") is True
     if cfg.get("backend"):
-        bundle.check_engine_name(str(cfg.backend))  # each actor loads exactly this engine, or fails
+        bundle.check_engine_name(str(cfg.backend), trust_native_code)  # each actor loads exactly it, or fails
         engine = str(cfg.backend)
     else:  # resolved here, so every actor loads the same engine and the summary names it (pass backend=
         # for an engine only the actors' nodes can load, e.g. TensorRT from a CPU-only driver)
-        engine = bundle.engine()[0]
+        engine = bundle.engine(trust_native_code=trust_native_code)[0]
     if cfg.get("batch_size") is not None:
         bundle.check_batch_size(int(cfg.batch_size), engine, "batch_size")
     output = prepare_output(cfg.get("output"), fmt, bool(settings.get("overwrite", False)))
@@ -197,6 +204,7 @@ def predict_on_ray(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
                 "threads": max(1, int(sizes["num_cpus_per_actor"])),
                 "topk": int(cfg.topk),
                 "root": os.getcwd(),
+                "trust_native_code": trust_native_code,
             },
             batch_size=int(sizes["batch_size"]),
             batch_format="pyarrow",

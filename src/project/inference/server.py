@@ -59,10 +59,12 @@ class ClassifierAPI(ls.LitAPI):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
         model_name: str = "model",
+        trust_native_code: bool = False,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=API_PATH)
         self.bundle_dir, self.backend, self.model_name = bundle, backend, model_name
         self.max_pixels, self.threads = max_pixels, threads
+        self.trust_native_code = trust_native_code  # load engines whose files run code (serve's setting)
         # images per engine call (None: the predictor's default); within the bundle's verified batch range
         self.engine_batch_size = engine_batch_size
 
@@ -78,6 +80,7 @@ class ClassifierAPI(ls.LitAPI):
             batch_size=self.engine_batch_size,
             max_pixels=self.max_pixels,
             threads=self.threads,
+            trust_native_code=self.trust_native_code,
         )
 
     def decode_request(self, request, **kwargs):  # unannotated on purpose: see the note at the top

@@ -62,6 +62,16 @@ def backend_from_spec(spec: dict[str, Any]) -> Backend:
     return BACKENDS[kind](name=spec.get("name"), precision=spec.get("precision", "fp32"), **spec.get("options", {}))
 
 
+def native_code_refusal(spec: Mapping[str, Any], trusted: bool = False) -> str | None:
+    """Why a saved engine (a bundle's record) must not load unless `trusted`: its files run code when loaded,
+    and whoever can edit a bundle can rewrite its manifest too. None: its files are data (or its kind is
+    unknown here, so it cannot load at all), or the caller trusts them."""
+    cls = BACKENDS.get(str(spec.get("kind")))
+    if trusted or cls is None or not cls.loads_native_code:
+        return None
+    return f"{spec.get('name')}: {cls.native_code}; pass trust_native_code=true for a bundle you built or trust"
+
+
 def parse_backend(entry: str | Mapping[str, Any]) -> Backend:
     """A config entry → a backend. A string is `kind[_precision][_flag...]`, e.g. `openvino_bf16`,
     `eager_channels_last`, `openvino_bf16_async`; a mapping is `{kind, precision, name, **options}`."""
@@ -99,5 +109,6 @@ __all__ = [
     "backend_from_spec",
     "baseline_backend",
     "library_versions",
+    "native_code_refusal",
     "parse_backend",
 ]

@@ -5,8 +5,8 @@ An *engine* is a callable: normalised float32 N×C×H×W batch (CPU tensor) → 
 A *backend* builds an engine from the eager network, saves it to a folder, and loads it back.
 
 A backend class declares what the callers need to know as class attributes (`kind`, `precisions`,
-`runs_on_device`, `libraries`) and implements `_build`, `save` and `_load`; the public `build` and `load`
-check availability once, then call those.
+`runs_on_device`, `libraries`, `loads_native_code`) and implements `_build`, `save` and `_load`; the public
+`build` and `load` check availability once, then call those.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ class Backend(ABC):
     runs_on_device: ClassVar[bool] = False
     # distributions whose versions a report and a bundle record (the inference libraries it runs on)
     libraries: ClassVar[tuple[str, ...]] = ()
+    # True: loading the saved files runs code from them (a compiled library is dlopened), so a bundle loads
+    # this engine only with trust_native_code=true; `native_code` says what the files are, for that refusal
+    loads_native_code: ClassVar[bool] = False
+    native_code: ClassVar[str] = ""
     # True for the engine every speedup is measured against and every parity check compares with
     is_baseline: bool = False
 

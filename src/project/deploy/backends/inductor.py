@@ -53,6 +53,9 @@ class InductorBackend(Backend):
     # int8: PT2E with X86InductorQuantizer, CPU only (project.deploy.quantize.inductor_int8)
     precisions = (*FLOAT_PRECISIONS, "int8")
     runs_on_device = True
+    # `aoti_load_package` dlopens the package's compiled shared library (int8: one per static batch size)
+    loads_native_code = True
+    native_code = "a compiled library, loading it runs its code"
 
     def __init__(self, name: str | None = None, precision: str = "fp32", device: str | None = None) -> None:
         super().__init__(name=name, precision=precision, device=device)

@@ -45,6 +45,10 @@ class TensorRtBackend(Backend):
     # int8 / fp8: NVIDIA ModelOpt Q/DQ, calibrated, then compiled (project.deploy.quantize.tensorrt_int8)
     precisions = (*FLOAT_PRECISIONS, "int8", "fp8")
     libraries = ("torch-tensorrt", "tensorrt", "nvidia-modelopt")
+    # `torch_tensorrt.load` is `torch.export.load`, which unpickles an archive's pickled weights and
+    # constants with weights_only=False: the file decides what runs (no engine_host_code_allowed is set)
+    loads_native_code = True
+    native_code = "an exported program torch unpickles, loading it can run its code"
 
     def __init__(
         self,
