@@ -23,8 +23,8 @@ from project.config import UserError, config_dir, exits_on_user_error, plain
 from project.data.from_run import build_datamodule, datamodule_for_checkpoint
 from project.deploy.checkpoint import build_net, load_net
 from project.deploy.parity import ParityData
-from project.deploy.post_fit import parity_from_test_split, post_fit
-from project.deploy.quantize.calibration import quantization_from_datamodule, synthetic_quantization
+from project.deploy.post_fit import post_fit
+from project.deploy.quantize.calibration import synthetic_quantization
 from project.deploy.results import BenchmarkReport
 from project.deploy.settings import DeploySettings
 from project.deploy.synthetic import synthetic_parity_data
@@ -32,10 +32,11 @@ from project.deploy.synthetic import synthetic_parity_data
 log = logging.getLogger(__name__)
 
 
-def parity_data_from_config(cfg: DictConfig, input_spec: dict[str, Any], max_samples: int | None) -> ParityData | None:
-    """The test split of the configured data set (or the one the checkpoint recorded), checked against the
-    checkpoint's input size; None when there is no data config to be found."""
-    datamodule = datamodule_for_checkpoint(cfg)  # data=NAME, else as the checkpoint recorded it
+def checkpoint_datamodule(cfg: DictConfig, input_spec: dict[str, Any]) -> Any | None:
+    """The data set to check the checkpoint on (`data=NAME`, else the one the checkpoint recorded), set up
+    and checked against the checkpoint's input size; None when there is no data config to be found.
+    `post_fit` draws the parity inputs (test split) and int8 calibration images (train split) from it."""
+    datamodule = datamodule_for_checkpoint(cfg)
     if datamodule is None:
         log.warning("no data config (pass data=NAME): parity runs on random inputs")
         return None
@@ -47,7 +48,7 @@ def parity_data_from_config(cfg: DictConfig, input_spec: dict[str, Any], max_sam
                 f"data config gives {key}={spec.get(key)} but the checkpoint expects {input_spec[key]}: "
                 "pass the data set the model was trained on (data=NAME)"
             )
-    return parity_from_test_split(datamodule, max_samples)
+    return datamodule
 
 
 def random_weights_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any], ParityData]:
@@ -79,34 +80,23 @@ def random_weights_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict[str, An
     return net, net_config, input_spec, data
 
 
-def quantization_data(cfg: DictConfig, settings: DeploySettings, input_spec: dict[str, Any]) -> Any:
-    """Calibration images for int8 engines: synthetic for random weights, else the data set's train split
-    (None when no engine is quantized or there is no data config)."""
-    if not settings.wants_quantization:
-        return None
-    if cfg.get("random_weights"):
-        shape = (int(input_spec["channels"]), int(input_spec["height"]), int(input_spec["width"]))
-        return synthetic_quantization(shape, len(input_spec["class_names"]), settings.int8)
-    datamodule = datamodule_for_checkpoint(cfg)
-    if datamodule is None:
-        return None
-    return quantization_from_datamodule(datamodule, settings.int8)
-
-
 def benchmark(cfg: DictConfig, output_dir: str) -> BenchmarkReport:
     """Load the network and its data as the command line says, then run `post_fit` on them."""
     with open_dict(cfg):  # set by experiment files, unused here, and may not resolve without the rest
         for unused in ("trainer", "callbacks"):
             cfg.pop(unused, None)
     settings = DeploySettings.from_config(cfg.get("deploy"))
-    if cfg.get("random_weights"):
+    datamodule = quantization = None
+    if cfg.get("random_weights"):  # speed only: labelled synthetic parity and calibration data
         net, net_config, input_spec, data = random_weights_model(cfg)
         checkpoint = None
+        if settings.wants_quantization:
+            shape = (int(input_spec["channels"]), int(input_spec["height"]), int(input_spec["width"]))
+            quantization = synthetic_quantization(shape, len(input_spec["class_names"]), settings.int8)
     else:
         checkpoint = cfg.get("ckpt_path")
         net, net_config, input_spec = load_net(checkpoint)  # UserError with one clear line if it is wrong
-        data = parity_data_from_config(cfg, input_spec, settings.parity_max_samples)
-    quantization = quantization_data(cfg, settings, input_spec)
+        datamodule, data = checkpoint_datamodule(cfg, input_spec), None
     loggers = run.instantiate_group(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -115,6 +105,7 @@ def benchmark(cfg: DictConfig, output_dir: str) -> BenchmarkReport:
         checkpoint,
         settings,
         output_dir,
+        datamodule=datamodule,
         parity=data,
         quantization=quantization,
         model=(net, net_config, input_spec),
