@@ -68,7 +68,7 @@ def build_server(cfg: DictConfig) -> Any:
     from project.deploy.bundle import Bundle
     from project.inference.guard import OPEN_PATHS, RequestGuard
     from project.inference.page import PAGE_PATHS, add_page_routes, model_card
-    from project.inference.predictor import find_bundle
+    from project.inference.predictor import engine_for_workers, find_bundle
     from project.inference.preprocess import Preprocessor
     from project.inference.request_parsing import API_PATH, ImageRequestMiddleware
     from project.inference.server import ClassifierAPI
@@ -79,11 +79,8 @@ def build_server(cfg: DictConfig) -> Any:
     Preprocessor.from_spec(bundle.preprocessing)
     model_name = str(cfg.get("model_name") or bundle.model_name)
     trust_native_code = cfg.get("trust_native_code") is True
-    if cfg.get("backend"):
-        bundle.check_engine_name(str(cfg.backend), trust_native_code)  # one line here, not a worker that dies
-        engine = str(cfg.backend)  # a named engine loads exactly or not at all
-    else:  # the engine the fallback order gives on this host, resolved here: /info names what the workers load
-        engine = bundle.engine(threads=cfg.get("threads"), trust_native_code=trust_native_code)[0]
+    # resolved here (one line if wrong, not a worker that dies): /info names what the workers load
+    engine = engine_for_workers(bundle, cfg.get("backend"), trust_native_code, cfg.get("threads"))
     max_batch_size, engine_batch_size = batch_sizes(bundle, engine, cfg.get("max_batch_size"))
     chw = tuple(int(bundle.preprocessing[k]) for k in ("channels", "height", "width"))
     api = ClassifierAPI(

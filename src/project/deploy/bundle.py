@@ -202,16 +202,13 @@ class Bundle:
         """The batch sizes parity checked every engine of the bundle at. A bundle from before this was
         recorded: its benchmark's timed sizes (parity ran at the largest, the engines were built for it);
         with no benchmark either (written by hand): None, nothing to hold a batch size to."""
-        sizes = self.info.get("verified_batch_sizes")
-        if not sizes and self.benchmark is not None:
-            sizes = self.benchmark.batch_sizes
+        sizes = self.info.get("verified_batch_sizes") or (self.benchmark.batch_sizes if self.benchmark else None)
         return sorted(int(b) for b in sizes) if sizes else None
 
     def batch_limit(self, engine: str | None = None) -> int | None:
         """The largest batch `engine` (default: the chosen one) may run: the top of the verified range, or
         the engine's own fixed maximum (a TensorRT engine's) where that is smaller. None: no limit known."""
-        name = engine or self.info.get("chosen")
-        record = next((r for r in self.info.get("engines", []) if r["name"] == name), None)
+        record = self.record(engine or self.info.get("chosen"))
         limits = [self.verified_batch_sizes[-1]] if self.verified_batch_sizes else []
         if record is not None:
             with contextlib.suppress(Exception):  # a kind unknown here has no limit we could read
@@ -237,6 +234,10 @@ class Bundle:
             self._net = net.float().eval()
         return self._net
 
+    def record(self, name: str | None) -> dict[str, Any] | None:
+        """The bundle.json record of engine `name` (None for the baseline, built from the weights)."""
+        return next((r for r in self.info.get("engines", []) if r["name"] == name), None)
+
     @property
     def engine_names(self) -> list[str]:
         """Every engine this bundle can load by name: its engines in fallback order, then the baseline."""
@@ -248,7 +249,7 @@ class Bundle:
         """Refuse in one line a name this bundle lacks, or, unless trusted, an engine whose files run code."""
         if name not in self.engine_names:
             raise BundleError(f"bundle has no engine {name!r}; it has {', '.join(self.engine_names)}")
-        record = next((r for r in self.info.get("engines", []) if r["name"] == name), {})
+        record = self.record(name) or {}
         if refusal := backends.native_code_refusal(record, trust_native_code):
             raise BundleError(f"not loading engine {refusal}")
 
@@ -281,8 +282,7 @@ class Bundle:
 
     def _requested_engine(self, name: str, threads: int | None, trust_native_code: bool) -> Engine:
         self.check_engine_name(name, trust_native_code)
-        record = next((r for r in self.info.get("engines", []) if r["name"] == name), None)
-        if record is None:
+        if (record := self.record(name)) is None:
             return self._baseline(threads)  # the baseline, from the weights file every bundle has
         try:
             return self._load(record, threads)

@@ -75,6 +75,16 @@ def find_bundle(path: str | Path) -> Path:
     return path
 
 
+def engine_for_workers(bundle: Bundle, backend: str | None, trust_native_code: bool, threads: int | None = None) -> str:
+    """The engine other processes (server workers, Ray actors) are told to load, exactly: a named one,
+    checked here in one line; else the one the fallback order loads on this host (loaded once here to
+    find out), so what `/info` or a summary names is the engine that answers."""
+    if backend:
+        bundle.check_engine_name(str(backend), trust_native_code)
+        return str(backend)
+    return bundle.engine(threads=threads, trust_native_code=trust_native_code)[0]
+
+
 class Predictor:
     """Predictions from an engine plus the preprocessing it was trained with."""
 

@@ -165,7 +165,7 @@ def count_written(output: str, fmt: str) -> tuple[int, int]:
 def predict_on_ray(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
     """Predict `files` with the bundle on a Ray actor pool; write shards under `cfg.output`; return the summary."""
     from project.deploy.bundle import Bundle
-    from project.inference.predictor import find_bundle
+    from project.inference.predictor import engine_for_workers, find_bundle
     from project.predict import summarize
 
     settings = cfg.ray
@@ -181,12 +181,9 @@ def predict_on_ray(cfg: DictConfig, files: list[str]) -> dict[str, Any]:
         raise UserError("runner=ray needs Ray: pip install '.[scale]'") from None
     bundle = Bundle.open(find_bundle(cfg.bundle))  # a bad bundle is one line here, not an error in every actor
     trust_native_code = cfg.get("trust_native_code") is True
-    if cfg.get("backend"):
-        bundle.check_engine_name(str(cfg.backend), trust_native_code)  # each actor loads exactly it, or fails
-        engine = str(cfg.backend)
-    else:  # resolved here, so every actor loads the same engine and the summary names it (pass backend=
-        # for an engine only the actors' nodes can load, e.g. TensorRT from a CPU-only driver)
-        engine = bundle.engine(trust_native_code=trust_native_code)[0]
+    # resolved on the driver, so every actor loads the same engine and the summary names it (pass backend=
+    # for an engine only the actors' nodes can load, e.g. TensorRT from a CPU-only driver)
+    engine = engine_for_workers(bundle, cfg.get("backend"), trust_native_code)
     if cfg.get("batch_size") is not None:
         bundle.check_batch_size(int(cfg.batch_size), engine, "batch_size")
     output = prepare_output(cfg.get("output"), fmt, bool(settings.get("overwrite", False)))
