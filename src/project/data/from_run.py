@@ -178,8 +178,7 @@ def _datamodule_for_checkpoint(cfg: DictConfig, checkpoint: Mapping[str, Any] | 
     if datamodule is not None:
         return datamodule
     log.info("%s records no data config (written by an older version): using its run's saved config", cfg.ckpt_path)
-    found = saved_run_config(cfg.ckpt_path)
     data = saved_data_config(cfg.ckpt_path)
-    if found is None or data is None:
+    if data is None:
         return None
-    return build_saved_datamodule(plain(data), f"{found[0]} (data)")
+    return build_saved_datamodule(plain(data), f"the run config of {cfg.ckpt_path} (data)")

@@ -156,13 +156,14 @@ def ensure_prepared(
             raise UserError(
                 f"data.prepared_dir={directory} holds files but no prepared set ({META}): give a new or empty folder"
             )
-        if keep_splits and meta is not None and split_rule_of(meta) != SPLIT_RULE_VERSION:
+        old_rule = meta is not None and split_rule_of(meta) != SPLIT_RULE_VERSION
+        if keep_splits and old_rule:
             raise UserError(
                 f"the prepared set {directory} was split by rule {split_rule_of(meta)}, and the model was trained "
                 f"on those splits; re-splitting it (rule {SPLIT_RULE_VERSION}) would test on training images: "
                 "retrain with python -m project.train, or pass data=... to test on other data"
             )
-        level = logging.WARNING if reason.startswith("made by split rule") else logging.INFO
+        level = logging.WARNING if old_rule else logging.INFO  # an old rule: the splits change, say so loudly
         log.log(level, "preparing %s → %s (prepared set %s)", source, directory, reason)
         return _build(scan, key, source, settings, directory, on_bad_file, workers)
 
